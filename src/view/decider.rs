@@ -1,0 +1,254 @@
+//! The leader's decision logic: pings and time in, decisions out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::{Decision, Member, Ping, ServerId, View, ViewTable};
+
+/// How often servers ping and how many missed pings make a server dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// Servers ping once per interval (design rule 1).
+    pub ping_interval: Duration,
+    /// A server not heard from for this many intervals is dead.
+    pub dead_pings: u32,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            ping_interval: Duration::from_millis(100),
+            dead_pings: 5,
+        }
+    }
+}
+
+impl Timings {
+    /// Silence longer than this means dead.
+    pub fn dead_after(&self) -> Duration {
+        self.ping_interval * self.dead_pings
+    }
+}
+
+/// The last ping heard from a server: the leader's soft state, never logged.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// When the ping arrived (or when the grace period started).
+    last: Instant,
+    /// The incarnation it pinged with.
+    incarnation: u64,
+}
+
+/// Decides the next view. Only the monitor leader holds one; a new leader builds a fresh one, so
+/// ping times never need to be replicated.
+#[derive(Debug)]
+pub struct Decider {
+    /// Ping interval and death threshold.
+    timings: Timings,
+    /// Last ping per server.
+    seen: BTreeMap<ServerId, Seen>,
+    /// Servers that restarted (pinged with view 0 after having seen the view) while holding a
+    /// role: dead for that role even though they keep pinging (rule 5). Dropped once the view no
+    /// longer names them.
+    demoted: BTreeSet<ServerId>,
+}
+
+/// Apply `decision` to the working copy and record it.
+fn push(state: &mut ViewTable, out: &mut Vec<Decision>, decision: Decision) {
+    if state.apply(&decision) {
+        out.push(decision);
+    }
+}
+
+/// Whether `ping` comes from `member` restarted: a new incarnation, or view 0 from a server that
+/// must have seen the view already (a primary that acked it, a backup reported in sync).
+fn restarted(member: Option<&Member>, ping: &Ping, must_have_seen: bool) -> bool {
+    member.is_some_and(|m| {
+        m.id == ping.id
+            && (m.incarnation != ping.incarnation || (ping.viewnum == 0 && must_have_seen))
+    })
+}
+
+impl Decider {
+    /// A decider for a leader that just took over `table` at `now`. Every known server is treated
+    /// as just heard from: a grace period of `dead_pings` intervals before anyone is declared dead.
+    pub fn new(timings: Timings, table: &ViewTable, now: Instant) -> Decider {
+        let mut decider = Decider {
+            timings,
+            seen: BTreeMap::new(),
+            demoted: BTreeSet::new(),
+        };
+        decider.grant_grace(table, now);
+        decider
+    }
+
+    /// Give every registered server not heard from yet by this leader a grace period.
+    fn grant_grace(&mut self, table: &ViewTable, now: Instant) {
+        for (id, info) in &table.servers {
+            self.seen.entry(id.clone()).or_insert(Seen {
+                last: now,
+                incarnation: info.incarnation,
+            });
+        }
+    }
+
+    /// Handle a ping. Returns the decisions to commit, in order; each applies to the state the
+    /// previous one leaves.
+    pub fn ping(&mut self, table: &ViewTable, ping: &Ping, now: Instant) -> Vec<Decision> {
+        let mut state = table.clone();
+        let mut out = Vec::new();
+        let info = super::ServerInfo {
+            addr: ping.addr.clone(),
+            incarnation: ping.incarnation,
+        };
+        if state.servers.get(&ping.id) != Some(&info) {
+            let id = ping.id.clone();
+            push(&mut state, &mut out, Decision::Register { id, info });
+        }
+        self.seen.insert(
+            ping.id.clone(),
+            Seen {
+                last: now,
+                incarnation: ping.incarnation,
+            },
+        );
+        let view = state.view.clone();
+        if restarted(view.primary.as_ref(), ping, view.acked)
+            || restarted(view.backup.as_ref(), ping, view.backup_ready)
+        {
+            self.demoted.insert(ping.id.clone());
+        }
+        if view.num == 0 {
+            let next = View {
+                num: 1,
+                primary: state.member(&ping.id),
+                ..View::default()
+            };
+            push(&mut state, &mut out, Decision::Change { prev: view, next });
+            return out;
+        }
+        let from_primary = view
+            .primary
+            .as_ref()
+            .is_some_and(|m| m.id == ping.id && m.incarnation == ping.incarnation);
+        if from_primary && !self.demoted.contains(&ping.id) && ping.viewnum == view.num {
+            let mut next = view.clone();
+            next.acked = true;
+            next.backup_ready |= ping.backup_synced && view.backup.is_some();
+            push(&mut state, &mut out, Decision::Change { prev: view, next });
+        }
+        if let Some(change) = self.next_view(&state, now) {
+            push(&mut state, &mut out, change);
+        }
+        out
+    }
+
+    /// Handle the passage of time: declare silent servers dead, change the view if that calls
+    /// for it, and forget idle servers that went away.
+    pub fn tick(&mut self, table: &ViewTable, now: Instant) -> Vec<Decision> {
+        let mut state = table.clone();
+        let mut out = Vec::new();
+        if let Some(change) = self.next_view(&state, now) {
+            push(&mut state, &mut out, change);
+        }
+        let gone: Vec<ServerId> = state
+            .servers
+            .keys()
+            .filter(|id| !state.view.has_member(id) && !self.alive(id, now))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.seen.remove(&id);
+            push(&mut state, &mut out, Decision::Forget { id });
+        }
+        let dead_after = self.timings.dead_after();
+        self.seen.retain(|id, seen| {
+            state.servers.contains_key(id) || now.saturating_duration_since(seen.last) < dead_after
+        });
+        out
+    }
+
+    /// Why the service cannot make progress right now, if it cannot: for logs and `viewkv view`.
+    pub fn stalled(&self, table: &ViewTable, now: Instant) -> Option<String> {
+        let view = &table.view;
+        let primary = view.primary.as_ref()?;
+        if !view.acked {
+            return Some(format!(
+                "waiting for primary {} to acknowledge view {}",
+                primary.id, view.num
+            ));
+        }
+        let backup_ok = view
+            .backup
+            .as_ref()
+            .is_some_and(|b| self.holds_role(b, now));
+        if self.holds_role(primary, now) || (backup_ok && view.backup_ready) {
+            return None;
+        }
+        Some(format!(
+            "primary {} is dead and no backup holds the data: waiting for it to come back",
+            primary.id
+        ))
+    }
+
+    /// Whether `id` pinged within the last `dead_pings` intervals.
+    fn alive(&self, id: &str, now: Instant) -> bool {
+        self.seen.get(id).is_some_and(|seen| {
+            now.saturating_duration_since(seen.last) < self.timings.dead_after()
+        })
+    }
+
+    /// Whether `member` is alive, in the same incarnation, and has not restarted in its role.
+    fn holds_role(&self, member: &Member, now: Instant) -> bool {
+        self.alive(&member.id, now)
+            && !self.demoted.contains(&member.id)
+            && self
+                .seen
+                .get(&member.id)
+                .is_some_and(|seen| seen.incarnation == member.incarnation)
+    }
+
+    /// A live idle server to make backup, if any (the first by id, so decisions are repeatable).
+    fn pick_idle(&self, state: &ViewTable, now: Instant) -> Option<Member> {
+        state
+            .servers
+            .keys()
+            .filter(|id| !state.view.has_member(id))
+            .filter_map(|id| state.member(id))
+            .find(|m| self.holds_role(m, now))
+    }
+
+    /// The view change the current liveness calls for, if any (design rules 3, 4, 6, 7).
+    fn next_view(&mut self, state: &ViewTable, now: Instant) -> Option<Decision> {
+        self.grant_grace(state, now);
+        let view = &state.view;
+        self.demoted.retain(|id| view.has_member(id));
+        if view.num == 0 || !view.acked {
+            return None;
+        }
+        let primary = view.primary.as_ref()?;
+        let primary_ok = self.holds_role(primary, now);
+        let backup_ok = view.backup.as_ref().map(|b| self.holds_role(b, now));
+        let (new_primary, new_backup) = match (primary_ok, backup_ok) {
+            (true, Some(true)) => return None,
+            (true, Some(false)) => (primary.clone(), self.pick_idle(state, now)),
+            (true, None) => (primary.clone(), Some(self.pick_idle(state, now)?)),
+            (false, Some(true)) if view.backup_ready => {
+                let backup = view.backup.clone()?;
+                (backup, self.pick_idle(state, now))
+            }
+            (false, _) => return None,
+        };
+        let next = View {
+            num: view.num + 1,
+            primary: Some(new_primary),
+            backup: new_backup,
+            acked: false,
+            backup_ready: false,
+        };
+        Some(Decision::Change {
+            prev: view.clone(),
+            next,
+        })
+    }
+}

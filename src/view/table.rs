@@ -1,0 +1,82 @@
+//! The replicated part of the monitor's state and the decisions that change it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Member, ServerId, View};
+
+/// A registered kv server: enough to put it into a view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Where it listens.
+    pub addr: String,
+    /// The incarnation it last pinged with.
+    pub incarnation: u64,
+}
+
+/// A decision of the monitor leader: the only thing written to the Raft log (pings are not).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    /// A server pinged for the first time, or with a new address or incarnation.
+    Register {
+        /// The server's name.
+        id: ServerId,
+        /// What the registry should now say about it.
+        info: ServerInfo,
+    },
+    /// An idle server stopped pinging: drop it so the registry stays bounded.
+    Forget {
+        /// The server's name.
+        id: ServerId,
+    },
+    /// Replace the view, but only if it is still `prev`. Comparing first makes a decision taken
+    /// by a deposed leader on stale state harmless: it is applied as a no-op.
+    Change {
+        /// The view the decision was computed from.
+        prev: View,
+        /// The view that replaces it.
+        next: View,
+    },
+}
+
+/// The monitor's replicated state: the current view and the registry of known servers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewTable {
+    /// The current view.
+    pub view: View,
+    /// Every server the monitor knows of (id → address, incarnation). A new leader gives each
+    /// of them a grace period before declaring it dead.
+    pub servers: BTreeMap<ServerId, ServerInfo>,
+}
+
+impl ViewTable {
+    /// Apply one committed decision. Returns whether it changed anything.
+    pub fn apply(&mut self, decision: &Decision) -> bool {
+        match decision {
+            Decision::Register { id, info } => {
+                self.servers.insert(id.clone(), info.clone()).as_ref() != Some(info)
+            }
+            Decision::Forget { id } => {
+                !self.view.has_member(id) && self.servers.remove(id).is_some()
+            }
+            Decision::Change { prev, next } => {
+                if &self.view == prev && next != prev {
+                    self.view = next.clone();
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    /// The registered server `id` as a view member.
+    pub fn member(&self, id: &str) -> Option<Member> {
+        self.servers.get(id).map(|info| Member {
+            id: id.to_string(),
+            addr: info.addr.clone(),
+            incarnation: info.incarnation,
+        })
+    }
+}

@@ -1,0 +1,267 @@
+//! The view rules of design.md, checked against the pure decision logic with a fake clock: no
+//! sleeps, no network, milliseconds per test.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::test1::{self, Scripted, DEAD_PINGS};
+use viewkv::view::{Decider, Decision, Ping, Timings, View, ViewTable};
+
+/// The pure view service: a table, a decider and a clock that moves only when told.
+struct Pure {
+    table: ViewTable,
+    decider: Decider,
+    now: Instant,
+    timings: Timings,
+}
+
+impl Pure {
+    fn new() -> Pure {
+        let timings = Timings {
+            ping_interval: Duration::from_millis(100),
+            dead_pings: DEAD_PINGS,
+        };
+        let now = Instant::now();
+        let table = ViewTable::default();
+        Pure {
+            decider: Decider::new(timings, &table, now),
+            table,
+            now,
+            timings,
+        }
+    }
+
+    fn apply(&mut self, decisions: Vec<Decision>) -> Vec<Decision> {
+        for decision in &decisions {
+            assert!(
+                self.table.apply(decision),
+                "decision {decision:?} was a no-op"
+            );
+        }
+        decisions
+    }
+
+    fn ping_now(&mut self, ping: Ping) -> View {
+        let decisions = self.decider.ping(&self.table, &ping, self.now);
+        self.apply(decisions);
+        self.table.view.clone()
+    }
+
+    fn pass(&mut self, intervals: u32) {
+        for _ in 0..intervals {
+            self.now += self.timings.ping_interval;
+            let decisions = self.decider.tick(&self.table, self.now);
+            self.apply(decisions);
+        }
+    }
+}
+
+impl test1::Service for Pure {
+    async fn ping(&mut self, ping: Ping) -> View {
+        self.ping_now(ping)
+    }
+    async fn get(&mut self) -> View {
+        self.table.view.clone()
+    }
+    async fn interval(&mut self) {
+        self.pass(1);
+    }
+    fn rounds(&self, rounds: u32) -> u32 {
+        rounds
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(f)
+}
+
+#[test]
+fn mit_6824_viewservice_test1() {
+    block_on(test1::run(&mut Pure::new()));
+}
+
+fn primary_id(view: &View) -> Option<&str> {
+    view.primary.as_ref().map(|m| m.id.as_str())
+}
+
+fn backup_id(view: &View) -> Option<&str> {
+    view.backup.as_ref().map(|m| m.id.as_str())
+}
+
+/// Bring up view (p, b) with both acked; `synced` says whether p reports b in sync.
+fn primary_and_backup(s: &mut Pure, p: &Scripted, b: &Scripted, synced: bool) -> View {
+    s.ping_now(p.ping(0));
+    s.ping_now(p.ping(1));
+    let v = s.ping_now(b.ping(0));
+    assert_eq!(
+        (primary_id(&v), backup_id(&v)),
+        (Some(p.id.as_str()), Some(b.id.as_str()))
+    );
+    let mut ack = p.ping(v.num);
+    ack.backup_synced = synced;
+    s.ping_now(ack)
+}
+
+#[test]
+fn unready_backup_is_never_promoted() {
+    let mut s = Pure::new();
+    let (a, b) = (Scripted::new("a", 1), Scripted::new("b", 2));
+    let v = primary_and_backup(&mut s, &a, &b, false);
+    assert!(v.acked && !v.backup_ready);
+    for _ in 0..DEAD_PINGS * 4 {
+        s.ping_now(b.ping(v.num));
+        s.pass(1);
+    }
+    assert_eq!(s.table.view, v, "a syncing backup was promoted");
+    let stalled = s
+        .decider
+        .stalled(&s.table, s.now)
+        .expect("the stall is reported");
+    assert!(stalled.contains("primary a is dead"), "{stalled}");
+}
+
+#[test]
+fn ready_backup_is_promoted_when_primary_dies() {
+    let mut s = Pure::new();
+    let (a, b) = (Scripted::new("a", 1), Scripted::new("b", 2));
+    let v = primary_and_backup(&mut s, &a, &b, true);
+    assert!(v.backup_ready);
+    for _ in 0..DEAD_PINGS + 1 {
+        s.ping_now(b.ping(v.num));
+        s.pass(1);
+    }
+    assert_eq!(primary_id(&s.table.view), Some("b"));
+    assert_eq!(s.table.view.num, v.num + 1);
+    assert!(
+        s.decider.stalled(&s.table, s.now).is_some(),
+        "b has not acked yet"
+    );
+}
+
+#[test]
+fn syncing_backup_that_dies_is_replaced_by_an_idle_server() {
+    let mut s = Pure::new();
+    let (a, b, c) = (
+        Scripted::new("a", 1),
+        Scripted::new("b", 2),
+        Scripted::new("c", 3),
+    );
+    let v = primary_and_backup(&mut s, &a, &b, false);
+    let mut seen_by_c = 0;
+    for _ in 0..DEAD_PINGS + 1 {
+        let mut ping = a.ping(s.table.view.num);
+        ping.backup_synced = false;
+        s.ping_now(ping);
+        seen_by_c = s.ping_now(c.ping(seen_by_c)).num;
+        s.pass(1);
+    }
+    let now = &s.table.view;
+    assert_eq!((primary_id(now), backup_id(now)), (Some("a"), Some("c")));
+    assert_eq!(now.num, v.num + 1);
+    assert!(!now.backup_ready, "the new backup starts syncing");
+}
+
+#[test]
+fn primary_restarted_with_new_incarnation_loses_its_role() {
+    let mut s = Pure::new();
+    let (a, b) = (Scripted::new("a", 1), Scripted::new("b", 2));
+    let v = primary_and_backup(&mut s, &a, &b, true);
+    let reborn = Scripted::new("a", 99);
+    // It pings right away, with a view number even: the new incarnation gives it away.
+    s.ping_now(reborn.ping(v.num));
+    let w = s.ping_now(b.ping(v.num));
+    assert_eq!(primary_id(&w), Some("b"), "{w:?}");
+    assert_eq!(w.num, v.num + 1);
+    // b acks; the reborn server is idle and becomes the next backup.
+    let x = s.ping_now(b.ping(w.num));
+    assert_eq!(backup_id(&x), Some("a"));
+    assert_eq!(x.backup.as_ref().map(|m| m.incarnation), Some(99));
+}
+
+#[test]
+fn lost_reply_before_the_first_ack_is_not_a_restart() {
+    let mut s = Pure::new();
+    let a = Scripted::new("a", 1);
+    s.ping_now(a.ping(0));
+    // The reply was lost; it pings with 0 again, then acks.
+    s.ping_now(a.ping(0));
+    let v = s.ping_now(a.ping(1));
+    assert!(v.acked && primary_id(&v) == Some("a"));
+    s.pass(DEAD_PINGS - 1);
+    s.ping_now(a.ping(1));
+    s.pass(DEAD_PINGS - 1);
+    assert_eq!(s.table.view, v);
+    assert!(s.decider.stalled(&s.table, s.now).is_none());
+}
+
+#[test]
+fn idle_servers_time_out_and_are_forgotten() {
+    let mut s = Pure::new();
+    let (a, b, c) = (
+        Scripted::new("a", 1),
+        Scripted::new("b", 2),
+        Scripted::new("c", 3),
+    );
+    primary_and_backup(&mut s, &a, &b, true);
+    s.ping_now(c.ping(0));
+    assert!(s.table.servers.contains_key("c"));
+    let mut forgotten = false;
+    for _ in 0..DEAD_PINGS + 1 {
+        let v = s.table.view.num;
+        s.ping_now(a.ping(v));
+        s.ping_now(b.ping(v));
+        s.now += s.timings.ping_interval;
+        let decisions = s.decider.tick(&s.table, s.now);
+        forgotten |= decisions.contains(&Decision::Forget { id: "c".into() });
+        s.apply(decisions);
+    }
+    assert!(forgotten && !s.table.servers.contains_key("c"));
+    assert!(s.table.servers.contains_key("a") && s.table.servers.contains_key("b"));
+    assert_eq!(
+        backup_id(&s.table.view),
+        Some("b"),
+        "members are never forgotten"
+    );
+}
+
+#[test]
+fn new_leader_grants_a_grace_period() {
+    let mut s = Pure::new();
+    let (a, b) = (Scripted::new("a", 1), Scripted::new("b", 2));
+    let v = primary_and_backup(&mut s, &a, &b, true);
+    // a went silent long ago, but a new leader takes over now and knows nothing of that.
+    s.now += s.timings.dead_after() * 3;
+    let mut fresh = Decider::new(s.timings, &s.table, s.now);
+    let early = s.now + s.timings.dead_after() - s.timings.ping_interval;
+    assert!(
+        fresh.tick(&s.table, early).is_empty(),
+        "declared dead within the grace period"
+    );
+    let late = s.now + s.timings.dead_after();
+    assert!(fresh.ping(&s.table, &b.ping(v.num), early).is_empty());
+    let decisions = fresh.tick(&s.table, late);
+    assert!(
+        matches!(decisions.first(), Some(Decision::Change { next, .. }) if primary_id(next) == Some("b")),
+        "after the grace period the silent primary is replaced: {decisions:?} (from {v:?})"
+    );
+}
+
+#[test]
+fn a_stale_decision_is_a_no_op() {
+    let mut s = Pure::new();
+    let (a, b) = (Scripted::new("a", 1), Scripted::new("b", 2));
+    let v = primary_and_backup(&mut s, &a, &b, true);
+    let stale = Decision::Change {
+        prev: View::default(),
+        next: View {
+            num: 1,
+            ..View::default()
+        },
+    };
+    assert!(!s.table.apply(&stale));
+    assert_eq!(s.table.view, v);
+}
