@@ -1,0 +1,227 @@
+//! The one outbound RPC path of every node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::StatusCode;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{decode, encode, Fate, Faults, MAX_MESSAGE};
+
+/// Why an RPC failed. Except for [`RpcError::Status`], the request may or may not have been
+/// served: callers that retry must make the retry idempotent.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RpcError {
+    /// No connection could be made (refused, or a cut link).
+    #[error("{addr} unreachable: {reason}")]
+    Unreachable {
+        /// Who we tried to reach.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// No answer within the deadline.
+    #[error("{addr} did not answer within {timeout:?}")]
+    Timeout {
+        /// Who we asked.
+        addr: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The connection broke after the request was sent, or the reply was lost.
+    #[error("{addr}: {reason}")]
+    Broken {
+        /// Who we asked.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server answered with an error status.
+    #[error("{addr} answered {status}: {message}")]
+    Status {
+        /// Who answered.
+        addr: String,
+        /// The HTTP status.
+        status: u16,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The reply could not be decoded.
+    #[error("{addr} sent a malformed reply: {reason}")]
+    Malformed {
+        /// Who answered.
+        addr: String,
+        /// The decoder's complaint.
+        reason: String,
+    },
+}
+
+/// Sends RPCs on behalf of one node. Cheap to clone; clones share a connection pool.
+#[derive(Clone)]
+pub struct RpcClient {
+    /// This node's name in the fault table: its listen address, or a client's own name.
+    me: Arc<str>,
+    /// Pooled HTTP/1.1 connections.
+    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// Faults to apply to every call; `None` outside tests.
+    faults: Option<Arc<Faults>>,
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient").field("me", &self.me).finish()
+    }
+}
+
+impl RpcClient {
+    /// A client for the node called `me`, subject to `faults` if given.
+    pub fn new(me: &str, faults: Option<Arc<Faults>>) -> RpcClient {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        RpcClient {
+            me: me.into(),
+            http,
+            faults,
+        }
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// POST `body` to `path` on `addr`; the response body on a 2xx answer.
+    pub async fn call_raw(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
+        let fate = match &self.faults {
+            Some(faults) => faults.fate(&self.me, addr),
+            None => Fate::Deliver {
+                delay: Duration::ZERO,
+            },
+        };
+        let delay = match fate {
+            Fate::DropRequest => {
+                return Err(RpcError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: "request lost (fault injection)".into(),
+                })
+            }
+            Fate::Deliver { delay } | Fate::DropReply { delay } => delay,
+        };
+        let exchange = async {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            self.exchange(addr, path, body).await
+        };
+        let reply = match tokio::time::timeout(timeout, exchange).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                return Err(RpcError::Timeout {
+                    addr: addr.to_string(),
+                    timeout,
+                })
+            }
+        };
+        if matches!(fate, Fate::DropReply { .. }) {
+            return Err(RpcError::Broken {
+                addr: addr.to_string(),
+                reason: "reply lost (fault injection)".into(),
+            });
+        }
+        reply
+    }
+
+    /// One HTTP exchange, without faults or deadline.
+    async fn exchange(&self, addr: &str, path: &str, body: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        let request = hyper::Request::post(format!("http://{addr}{path}"))
+            .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|err| RpcError::Unreachable {
+                addr: addr.to_string(),
+                reason: format!("bad address: {err}"),
+            })?;
+        let response = self.http.request(request).await.map_err(|err| {
+            if err.is_connect() {
+                RpcError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: err.to_string(),
+                }
+            } else {
+                RpcError::Broken {
+                    addr: addr.to_string(),
+                    reason: err.to_string(),
+                }
+            }
+        })?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), MAX_MESSAGE)
+            .collect()
+            .await
+            .map_err(|err| RpcError::Broken {
+                addr: addr.to_string(),
+                reason: err.to_string(),
+            })?
+            .to_bytes();
+        if status != StatusCode::OK {
+            return Err(RpcError::Status {
+                addr: addr.to_string(),
+                status: status.as_u16(),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Send a typed request and decode the typed reply.
+    pub async fn call<Req, Resp>(
+        &self,
+        addr: &str,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let bytes = self.call_raw(addr, path, encode(request), timeout).await?;
+        decode(&bytes).map_err(|err| RpcError::Malformed {
+            addr: addr.to_string(),
+            reason: err.0,
+        })
+    }
+}
+
+impl viewkv_raft::Transport for RpcClient {
+    async fn call(
+        &self,
+        addr: &str,
+        path: &'static str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, viewkv_raft::TransportError> {
+        self.call_raw(addr, path, body, timeout)
+            .await
+            .map_err(|err| match err {
+                RpcError::Unreachable { .. } => {
+                    viewkv_raft::TransportError::Unreachable(err.to_string())
+                }
+                other => viewkv_raft::TransportError::Failed(other.to_string()),
+            })
+    }
+}

@@ -1,0 +1,175 @@
+//! A shared table of network faults, consulted by every outbound RPC of the nodes it is
+//! installed in. Nodes are named by their listen address (clients by a name of their own).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// What happens to one RPC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Delivered after `delay`, reply included.
+    Deliver {
+        /// Extra latency added before the request leaves.
+        delay: Duration,
+    },
+    /// The request never arrives.
+    DropRequest,
+    /// The request is served but its reply is lost.
+    DropReply {
+        /// Extra latency added before the request leaves.
+        delay: Duration,
+    },
+}
+
+/// The mutable part of [`Faults`].
+#[derive(Debug)]
+struct State {
+    /// Directed links that carry nothing: (from, to).
+    cut: HashSet<(String, String)>,
+    /// Probability that a request is dropped (6.824's unreliable network: 0.1).
+    drop_request: f64,
+    /// Probability that the reply of a delivered request is lost (6.824: 0.2).
+    drop_reply: f64,
+    /// Inclusive range of extra latency added to every message.
+    delay: (Duration, Duration),
+    /// Drives every random choice, so a seed replays the same sequence of choices.
+    rng: StdRng,
+}
+
+/// Network faults for a set of in-process nodes: cut links, lossy links, slow links.
+#[derive(Debug)]
+pub struct Faults {
+    /// Behind a mutex because every node's RPC client consults it concurrently.
+    state: Mutex<State>,
+}
+
+impl Faults {
+    /// A fault-free network whose random choices follow `seed`.
+    pub fn new(seed: u64) -> Faults {
+        Faults {
+            state: Mutex::new(State {
+                cut: HashSet::new(),
+                drop_request: 0.0,
+                drop_reply: 0.0,
+                delay: (Duration::ZERO, Duration::ZERO),
+                rng: StdRng::seed_from_u64(seed),
+            }),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut state)
+    }
+
+    /// Stop messages from `from` to `to` (one way).
+    pub fn cut(&self, from: &str, to: &str) {
+        self.with(|s| s.cut.insert((from.to_string(), to.to_string())));
+    }
+
+    /// Cut every link between a node of `a` and a node of `b`, both ways.
+    pub fn partition(&self, a: &[String], b: &[String]) {
+        for x in a {
+            for y in b {
+                self.cut(x, y);
+                self.cut(y, x);
+            }
+        }
+    }
+
+    /// Restore every cut link (loss and delay settings stay).
+    pub fn heal(&self) {
+        self.with(|s| s.cut.clear());
+    }
+
+    /// Lose requests and replies with the given probabilities on every link.
+    pub fn set_loss(&self, drop_request: f64, drop_reply: f64) {
+        self.with(|s| {
+            s.drop_request = drop_request.clamp(0.0, 1.0);
+            s.drop_reply = drop_reply.clamp(0.0, 1.0);
+        });
+    }
+
+    /// Add a random latency in `min..=max` to every message (reorders concurrent messages).
+    pub fn set_delay(&self, min: Duration, max: Duration) {
+        self.with(|s| s.delay = (min, max.max(min)));
+    }
+
+    /// Decide the fate of one message from `from` to `to`.
+    pub fn fate(&self, from: &str, to: &str) -> Fate {
+        self.with(|s| {
+            if s.cut.contains(&(from.to_string(), to.to_string())) {
+                return Fate::DropRequest;
+            }
+            if s.drop_request > 0.0 && s.rng.gen_bool(s.drop_request) {
+                return Fate::DropRequest;
+            }
+            let (min, max) = s.delay;
+            let delay = if max > min {
+                s.rng.gen_range(min..=max)
+            } else {
+                min
+            };
+            if s.drop_reply > 0.0 && s.rng.gen_bool(s.drop_reply) {
+                Fate::DropReply { delay }
+            } else {
+                Fate::Deliver { delay }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_is_directional_and_heal_restores() {
+        let faults = Faults::new(1);
+        faults.cut("a", "b");
+        assert_eq!(faults.fate("a", "b"), Fate::DropRequest);
+        assert!(matches!(faults.fate("b", "a"), Fate::Deliver { .. }));
+        faults.heal();
+        assert!(matches!(faults.fate("a", "b"), Fate::Deliver { .. }));
+    }
+
+    #[test]
+    fn partition_cuts_both_ways_between_groups_only() {
+        let faults = Faults::new(1);
+        let (a, b) = (
+            vec!["a".to_string(), "b".to_string()],
+            vec!["c".to_string()],
+        );
+        faults.partition(&a, &b);
+        assert_eq!(faults.fate("a", "c"), Fate::DropRequest);
+        assert_eq!(faults.fate("c", "b"), Fate::DropRequest);
+        assert!(matches!(faults.fate("a", "b"), Fate::Deliver { .. }));
+    }
+
+    #[test]
+    fn loss_rates_are_roughly_honoured_and_seeded() {
+        let run = |seed| {
+            let faults = Faults::new(seed);
+            faults.set_loss(0.1, 0.2);
+            (0..10_000)
+                .map(|_| faults.fate("x", "y"))
+                .collect::<Vec<_>>()
+        };
+        let fates = run(7);
+        assert_eq!(fates, run(7), "the same seed must give the same fates");
+        let dropped = fates.iter().filter(|f| **f == Fate::DropRequest).count();
+        let lost = fates
+            .iter()
+            .filter(|f| matches!(f, Fate::DropReply { .. }))
+            .count();
+        assert!((800..1200).contains(&dropped), "dropped {dropped} of 10000");
+        assert!((1500..2100).contains(&lost), "lost {lost} replies of 10000");
+    }
+}

@@ -1,0 +1,17 @@
+//! Everything that crosses the network: bincode bodies over HTTP/1.1, one path per RPC.
+//!
+//! Every outbound call of every node — Raft, pings, forwards, client requests — goes through one
+//! [`RpcClient`], which consults a shared [`Faults`] table when one is installed. That is how the
+//! test harness cuts links, loses messages and adds delay without touching the protocol code.
+
+mod client;
+mod codec;
+mod faults;
+mod server;
+
+pub use client::{RpcClient, RpcError};
+pub use codec::{decode, encode, DecodeError, MAX_MESSAGE};
+pub use faults::{Fate, Faults};
+pub use server::{
+    bad_request, bincode_reply, json_reply, not_found, serve, Handler, HttpRequest, HttpResponse,
+};
