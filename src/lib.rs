@@ -1,0 +1,6 @@
+//! viewkv: a fault-tolerant primary/backup key/value store whose view service is a Raft group.
+pub mod monitor;
+pub mod net;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+pub mod view;

@@ -1,0 +1,236 @@
+//! One monitor node: answers pings as leader, decides views, serves status and Raft RPCs.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+use viewkv_raft::network::DispatchError;
+use viewkv_raft::{dispatch, Command, NodeId, Raft};
+
+use super::api::{PingReply, ViewReply, PING, STATUS, VIEW};
+use super::lease::{leader_hint, Lease};
+use super::state_machine::StateMachine;
+use crate::net::{bad_request, bincode_reply, decode, encode, json_reply, not_found, Handler};
+use crate::net::{HttpRequest, HttpResponse};
+use crate::view::{Decider, Decision, Ping, Timings};
+
+/// The decider of the current leadership term.
+struct Slot {
+    /// The term the decider was built in; a new term means a new grace period.
+    term: u64,
+    /// The leader's soft state and rules.
+    decider: Decider,
+    /// The last stall reported in the log, so it is logged once, not every tick.
+    stalled: Option<String>,
+}
+
+/// A running monitor.
+pub struct Monitor {
+    /// This node's Raft id.
+    id: NodeId,
+    /// The Raft node.
+    raft: Raft,
+    /// The applied view table.
+    sm: StateMachine,
+    /// Whether we may act as leader right now.
+    lease: Lease,
+    /// Ping interval and death threshold.
+    timings: Timings,
+    /// How long to wait for a decision to commit before giving up on a ping.
+    write_timeout: Duration,
+    /// The decider, present only while we lead. Pings and ticks take turns on it, so decisions
+    /// are computed from the state the previous decision left.
+    slot: Mutex<Option<Slot>>,
+}
+
+/// Why a decision could not be committed.
+#[derive(Debug)]
+enum ProposeError {
+    /// Leadership was lost, or the write timed out.
+    NotLeader,
+}
+
+impl Monitor {
+    /// A monitor over a started Raft node.
+    pub(super) fn new(
+        id: NodeId,
+        raft: Raft,
+        sm: StateMachine,
+        lease: Lease,
+        timings: Timings,
+        write_timeout: Duration,
+    ) -> Monitor {
+        Monitor {
+            id,
+            raft,
+            sm,
+            lease,
+            timings,
+            write_timeout,
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// Commit one decision through Raft (returns after it is applied here).
+    async fn propose(&self, decision: &Decision) -> Result<(), ProposeError> {
+        let write = self.raft.client_write(Command(encode(decision)));
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => {
+                tracing::debug!("decision not committed: {err}");
+                Err(ProposeError::NotLeader)
+            }
+            Err(_) => {
+                tracing::warn!("decision not committed within {:?}", self.write_timeout);
+                Err(ProposeError::NotLeader)
+            }
+        }
+    }
+
+    /// Commit `decisions` in order, logging view changes.
+    async fn commit_all(&self, decisions: Vec<Decision>) -> Result<(), ProposeError> {
+        for decision in decisions {
+            self.propose(&decision).await?;
+            if let Decision::Change { next, .. } = &decision {
+                tracing::info!("view {}", next.summary());
+            }
+        }
+        Ok(())
+    }
+
+    /// The slot for `term`, building a fresh decider (with a grace period) on a new term.
+    fn slot_for<'a>(&self, slot: &'a mut Option<Slot>, term: u64, now: Instant) -> &'a mut Slot {
+        if slot.as_ref().is_none_or(|s| s.term != term) {
+            tracing::info!(
+                "monitor {} leads term {term}: grace period for known servers",
+                self.id
+            );
+            *slot = Some(Slot {
+                term,
+                decider: Decider::new(self.timings, &self.sm.table(), now),
+                stalled: None,
+            });
+        }
+        match slot {
+            Some(slot) => slot,
+            None => unreachable!("the slot was filled just above"),
+        }
+    }
+
+    fn not_leader(&self) -> PingReply {
+        PingReply::NotLeader {
+            hint: leader_hint(&self.raft)
+                .filter(|(id, _)| *id != self.id)
+                .map(|(_, addr)| addr),
+        }
+    }
+
+    /// Handle a kv server's ping.
+    pub async fn ping(&self, ping: &Ping) -> PingReply {
+        let Some(term) = self.lease.confirmed_term() else {
+            return self.not_leader();
+        };
+        let mut guard = self.slot.lock().await;
+        let now = Instant::now();
+        let slot = self.slot_for(&mut guard, term, now);
+        let decisions = slot.decider.ping(&self.sm.table(), ping, now);
+        if self.commit_all(decisions).await.is_err() {
+            return self.not_leader();
+        }
+        PingReply::View(self.sm.table().view)
+    }
+
+    /// One round of time-driven decisions; run every ping interval.
+    pub async fn tick(&self) {
+        let mut guard = self.slot.lock().await;
+        let Some(term) = self.lease.confirmed_term() else {
+            *guard = None;
+            return;
+        };
+        let now = Instant::now();
+        let slot = self.slot_for(&mut guard, term, now);
+        let table = self.sm.table();
+        let decisions = slot.decider.tick(&table, now);
+        let stalled = slot.decider.stalled(&table, now);
+        if stalled != slot.stalled {
+            match &stalled {
+                Some(reason) => tracing::warn!("{reason}"),
+                None => tracing::info!("service can make progress again"),
+            }
+            slot.stalled = stalled;
+        }
+        if let Err(err) = self.commit_all(decisions).await {
+            tracing::debug!("tick decisions not committed: {err:?}");
+        }
+    }
+
+    /// The applied view and what this node knows of the leader.
+    pub async fn view(&self) -> ViewReply {
+        let serving = self.lease.confirmed_term().is_some();
+        let stalled = match serving {
+            true => self
+                .slot
+                .lock()
+                .await
+                .as_ref()
+                .and_then(|s| s.stalled.clone()),
+            false => None,
+        };
+        ViewReply {
+            view: self.sm.table().view,
+            leader: leader_hint(&self.raft),
+            serving,
+            stalled,
+        }
+    }
+
+    /// The JSON status document.
+    pub async fn status(&self) -> serde_json::Value {
+        let metrics = self.raft.metrics().borrow().clone();
+        let role = match metrics.state {
+            openraft::ServerState::Leader => "leader",
+            openraft::ServerState::Follower => "follower",
+            openraft::ServerState::Candidate => "candidate",
+            openraft::ServerState::Learner => "learner",
+            openraft::ServerState::Shutdown => "shutdown",
+        };
+        let reply = self.view().await;
+        serde_json::json!({
+            "id": self.id,
+            "role": role,
+            "serving": reply.serving,
+            "term": metrics.current_term,
+            "leader": metrics.current_leader,
+            "last_applied": metrics.last_applied.map(|id| id.index),
+            "snapshot": metrics.snapshot.map(|id| id.index),
+            "purged": metrics.purged.map(|id| id.index),
+            "view": reply.view.to_json(),
+            "stalled": reply.stalled,
+        })
+    }
+}
+
+impl Handler for Monitor {
+    async fn handle(&self, request: HttpRequest) -> HttpResponse {
+        let path = request.uri().path().to_string();
+        match path.as_str() {
+            PING => match decode::<Ping>(request.body()) {
+                Ok(ping) => bincode_reply(&self.ping(&ping).await),
+                Err(err) => bad_request(err),
+            },
+            VIEW => bincode_reply(&self.view().await),
+            STATUS => json_reply(&self.status().await),
+            _ => match dispatch(&self.raft, &path, request.body()).await {
+                Ok(body) => {
+                    let mut response = HttpResponse::new(body.into());
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/octet-stream"),
+                    );
+                    response
+                }
+                Err(DispatchError::UnknownPath(_)) => not_found(&path),
+                Err(err @ DispatchError::BadRequest(_)) => bad_request(err),
+            },
+        }
+    }
+}
