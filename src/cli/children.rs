@@ -1,0 +1,90 @@
+//! Child processes of this binary: the local cluster (`viewkv up`) and the failover benchmarks
+//! run monitors and kv servers as real processes, so `kill -9` means what it says.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+
+/// A child `viewkv` process, killed when dropped so no orphan outlives its parent.
+pub struct Proc {
+    /// What it is, for messages: `monitor 1`, `server 127.0.0.1:7101`.
+    pub name: String,
+    /// The OS process.
+    child: Child,
+}
+
+impl Proc {
+    /// Start `viewkv ARGS...`, with its stderr appended to `log`.
+    pub fn spawn(name: &str, args: &[String], log: &Path) -> anyhow::Result<Proc> {
+        let exe = std::env::current_exe().context("cannot find the viewkv executable")?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open log file {}", log.display()))?;
+        let child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+        })
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it has exited (and reap it if so).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free loopback port (bound then released; fine for a local tool, racy in theory).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `viewkv monitor` arguments for monitor `id` of `peers`, keeping data under `dir`.
+pub fn monitor_args(id: u64, peers: &[(u64, String)], dir: &Path) -> Vec<String> {
+    let peers = peers
+        .iter()
+        .map(|(id, addr)| format!("{id}={addr}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        "monitor".into(),
+        "--id".into(),
+        id.to_string(),
+        "--peers".into(),
+        peers,
+        "--data-dir".into(),
+        dir.join(format!("monitor-{id}")).display().to_string(),
+    ]
+}
+
+/// A fresh directory for a run's data and logs: `dir` if given, else a new one under the
+/// system's temporary directory.
+pub fn run_dir(dir: Option<PathBuf>, prefix: &str) -> anyhow::Result<PathBuf> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("{prefix}-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}

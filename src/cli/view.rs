@@ -1,0 +1,47 @@
+//! `viewkv view`: print the current view and the monitor leader.
+
+use std::process::ExitCode;
+
+use viewkv::monitor::MonitorClient;
+use viewkv::net::RpcClient;
+
+use super::MonitorsArg;
+
+/// Arguments of `viewkv view`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where the monitors are.
+    #[command(flatten)]
+    monitors: MonitorsArg,
+    /// Print JSON: `{"view": {...}, "leader": ID}`.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let client = MonitorClient::new(
+        RpcClient::new("viewkv-cli", None),
+        args.monitors.monitors,
+        args.monitors.timeout,
+    );
+    let reply = client.view().await?;
+    if args.json {
+        let doc = serde_json::json!({
+            "view": reply.view.to_json(),
+            "leader": reply.leader.as_ref().map(|(id, _)| id),
+            "leader_addr": reply.leader.as_ref().map(|(_, addr)| addr),
+            "stalled": reply.stalled,
+        });
+        println!("{doc}");
+    } else {
+        println!("view {}", reply.view.summary());
+        match &reply.leader {
+            Some((id, addr)) => println!("leader monitor {id} at {addr}"),
+            None => println!("no monitor leader right now"),
+        }
+        if let Some(reason) = &reply.stalled {
+            println!("stalled: {reason}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
