@@ -204,9 +204,9 @@ async fn isolated_leader_stops_answering_and_the_majority_decides() {
     })
     .await;
     println!(
-        "isolated leader refused pings {:?} after isolation (lease = election_min = {:?})",
+        "isolated leader refused pings {:?} after isolation (lease = election_max = {:?})",
         isolated_at.elapsed(),
-        options.raft.election_min
+        options.raft.election_max
     );
 
     // The majority side still decides: stop the primary and watch the backup take over.

@@ -132,7 +132,16 @@ impl<T: Transport> Connection<T> {
     }
 }
 
+/// How long to wait before retrying an unreachable peer. openraft's default, 500 ms, would
+/// leave a monitor that restarts unreplicated for that long, and a lagging follower makes the
+/// next election slower (its vote requests are refused and it backs off).
+const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(100);
+
 impl<T: Transport> RaftNetwork<TypeConfig> for Connection<T> {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

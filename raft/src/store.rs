@@ -107,6 +107,23 @@ impl Store {
     pub fn snapshots(&self) -> SnapshotStore {
         SnapshotStore::new(self.db.clone())
     }
+
+    /// Drop this handle and wait, up to `timeout`, until every other handle on the database
+    /// (log store, readers, snapshot store) is gone too, so the file is closed and the directory
+    /// can be opened again, in this process as well. openraft's tasks drop theirs a moment after
+    /// `Raft::shutdown` returns. Returns whether the database was closed in time.
+    pub async fn close(self, timeout: std::time::Duration) -> bool {
+        let db = Arc::downgrade(&self.db);
+        drop(self);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while db.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
 }
 
 /// Creates every table so that later read transactions never see a missing table.

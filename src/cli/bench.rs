@@ -133,19 +133,23 @@ async fn monitor_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result
         bar.set_message(format!("last {took:?}"));
         bar.inc(1);
         monitors[index] = spawn(leader.0)?;
-        // Let the restarted monitor rejoin before the next kill.
-        let rejoined = &addrs[index];
+        // Let the restarted monitor catch up before the next kill: a lagging follower slows
+        // the next election down (its vote requests are refused), which is not what we measure.
         let observer = RpcClient::new("bench-observer", None);
         until(
-            "the killed monitor to rejoin",
+            "the killed monitor to catch up",
             Duration::from_secs(30),
             || async {
-                let body = observer
-                    .call_raw(rejoined, "/status", Vec::new(), Duration::from_millis(300))
-                    .await
-                    .ok()?;
-                let status: serde_json::Value = serde_json::from_slice(&body).ok()?;
-                (status["role"] == "follower" && status["leader"].is_u64()).then_some(())
+                let mut applied = Vec::new();
+                for addr in &addrs {
+                    let body = observer
+                        .call_raw(addr, "/status", Vec::new(), Duration::from_millis(300))
+                        .await
+                        .ok()?;
+                    let status: serde_json::Value = serde_json::from_slice(&body).ok()?;
+                    applied.push(status["last_applied"].as_u64()?);
+                }
+                applied.windows(2).all(|w| w[0] == w[1]).then_some(())
             },
         )
         .await?;

@@ -27,8 +27,8 @@ struct Observed {
 pub struct Lease {
     /// Updated by a background task at every metrics report.
     observed: watch::Receiver<Option<Observed>>,
-    /// How old a quorum acknowledgment may be (the minimum election timeout: no other leader can
-    /// have been elected sooner).
+    /// How old a quorum acknowledgment may be: openraft's followers refuse to vote for this
+    /// long after hearing from the leader, so no other leader can have been elected sooner.
     max_age: Duration,
 }
 

@@ -34,10 +34,13 @@ use state_machine::StateMachine;
 pub struct RaftTimings {
     /// How often the leader sends heartbeats.
     pub heartbeat: Duration,
-    /// A follower that hears nothing for a random time in `election_min..election_max` stands
-    /// for election. `election_min` is also the leader's lease: older quorum acks do not count.
+    /// openraft 0.9 has a follower that hears nothing for `election_max` (its leader lease,
+    /// during which it also refuses to vote) plus a random time in `election_min..election_max`
+    /// stand for election: the defaults give an effective election timeout of 450-600 ms.
     pub election_min: Duration,
-    /// See `election_min`.
+    /// See `election_min`. Also the monitor's own lease: a leader answers pings only while a
+    /// quorum acknowledged it less than this long ago, so it stops before anyone else can be
+    /// elected.
     pub election_max: Duration,
     /// Build a snapshot after this many applied entries since the last one.
     pub snapshot_every: u64,
@@ -48,9 +51,9 @@ pub struct RaftTimings {
 impl Default for RaftTimings {
     fn default() -> Self {
         RaftTimings {
-            heartbeat: Duration::from_millis(100),
-            election_min: Duration::from_millis(300),
-            election_max: Duration::from_millis(600),
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(300),
             snapshot_every: 1000,
             keep_after_snapshot: 100,
         }
@@ -134,7 +137,6 @@ pub async fn run(
     )
     .await
     .map_err(|err| MonitorError::Raft(err.to_string()))?;
-    drop(store);
     let members: BTreeMap<NodeId, Node> = config
         .peers
         .iter()
@@ -151,7 +153,7 @@ pub async fn run(
             tracing::debug!("initialize: {err} (another monitor formed the group first)");
         }
     }
-    let (lease, lease_task) = Lease::follow(&raft, config.raft.election_min);
+    let (lease, lease_task) = Lease::follow(&raft, config.raft.election_max);
     let monitor = Arc::new(Monitor::new(
         config.id,
         raft.clone(),
@@ -179,12 +181,16 @@ pub async fn run(
             }
         })
     };
-    serve(listener, monitor, shutdown).await;
+    serve(listener, monitor.clone(), shutdown).await;
     ticker.abort();
     let _ = ticker.await;
     if let Err(err) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {err}");
     }
+    drop((monitor, raft));
     let _ = lease_task.await;
+    if !store.close(Duration::from_secs(10)).await {
+        tracing::warn!("the raft database is still in use 10 s after shutdown");
+    }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! One monitor node: answers pings as leader, decides views, serves status and Raft RPCs.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
@@ -37,6 +38,8 @@ pub struct Monitor {
     timings: Timings,
     /// How long to wait for a decision to commit before giving up on a ping.
     write_timeout: Duration,
+    /// Pings and view requests served: how often the kv servers and clients use the monitors.
+    requests: AtomicU64,
     /// The decider, present only while we lead. Pings and ticks take turns on it, so decisions
     /// are computed from the state the previous decision left.
     slot: Mutex<Option<Slot>>,
@@ -66,6 +69,7 @@ impl Monitor {
             lease,
             timings,
             write_timeout,
+            requests: AtomicU64::new(0),
             slot: Mutex::new(None),
         }
     }
@@ -203,6 +207,7 @@ impl Monitor {
             "last_applied": metrics.last_applied.map(|id| id.index),
             "snapshot": metrics.snapshot.map(|id| id.index),
             "purged": metrics.purged.map(|id| id.index),
+            "requests": self.requests.load(Ordering::Relaxed),
             "view": reply.view.to_json(),
             "stalled": reply.stalled,
         })
@@ -214,10 +219,16 @@ impl Handler for Monitor {
         let path = request.uri().path().to_string();
         match path.as_str() {
             PING => match decode::<Ping>(request.body()) {
-                Ok(ping) => bincode_reply(&self.ping(&ping).await),
+                Ok(ping) => {
+                    self.requests.fetch_add(1, Ordering::Relaxed);
+                    bincode_reply(&self.ping(&ping).await)
+                }
                 Err(err) => bad_request(err),
             },
-            VIEW => bincode_reply(&self.view().await),
+            VIEW => {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                bincode_reply(&self.view().await)
+            }
             STATUS => json_reply(&self.status().await),
             _ => match dispatch(&self.raft, &path, request.body()).await {
                 Ok(body) => {

@@ -1,7 +1,7 @@
 //! A shared table of network faults, consulted by every outbound RPC of the nodes it is
 //! installed in. Nodes are named by their listen address (clients by a name of their own).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -30,10 +30,11 @@ pub enum Fate {
 struct State {
     /// Directed links that carry nothing: (from, to).
     cut: HashSet<(String, String)>,
-    /// Probability that a request is dropped (6.824's unreliable network: 0.1).
-    drop_request: f64,
-    /// Probability that the reply of a delivered request is lost (6.824: 0.2).
-    drop_reply: f64,
+    /// Probability that a request is dropped (6.824's unreliable network: 0.1), and that the
+    /// reply of a delivered one is lost (6.824: 0.2), on every link.
+    loss: (f64, f64),
+    /// The same, for messages to particular nodes (6.824 makes servers unreliable, not links).
+    loss_to: HashMap<String, (f64, f64)>,
     /// Inclusive range of extra latency added to every message.
     delay: (Duration, Duration),
     /// Drives every random choice, so a seed replays the same sequence of choices.
@@ -53,8 +54,8 @@ impl Faults {
         Faults {
             state: Mutex::new(State {
                 cut: HashSet::new(),
-                drop_request: 0.0,
-                drop_reply: 0.0,
+                loss: (0.0, 0.0),
+                loss_to: HashMap::new(),
                 delay: (Duration::ZERO, Duration::ZERO),
                 rng: StdRng::seed_from_u64(seed),
             }),
@@ -91,10 +92,13 @@ impl Faults {
 
     /// Lose requests and replies with the given probabilities on every link.
     pub fn set_loss(&self, drop_request: f64, drop_reply: f64) {
-        self.with(|s| {
-            s.drop_request = drop_request.clamp(0.0, 1.0);
-            s.drop_reply = drop_reply.clamp(0.0, 1.0);
-        });
+        self.with(|s| s.loss = (drop_request.clamp(0.0, 1.0), drop_reply.clamp(0.0, 1.0)));
+    }
+
+    /// Lose requests to `node`, and their replies, with the given probabilities (zero to stop).
+    pub fn set_loss_to(&self, node: &str, drop_request: f64, drop_reply: f64) {
+        let loss = (drop_request.clamp(0.0, 1.0), drop_reply.clamp(0.0, 1.0));
+        self.with(|s| s.loss_to.insert(node.to_string(), loss));
     }
 
     /// Add a random latency in `min..=max` to every message (reorders concurrent messages).
@@ -108,7 +112,8 @@ impl Faults {
             if s.cut.contains(&(from.to_string(), to.to_string())) {
                 return Fate::DropRequest;
             }
-            if s.drop_request > 0.0 && s.rng.gen_bool(s.drop_request) {
+            let (drop_request, drop_reply) = s.loss_to.get(to).copied().unwrap_or(s.loss);
+            if drop_request > 0.0 && s.rng.gen_bool(drop_request) {
                 return Fate::DropRequest;
             }
             let (min, max) = s.delay;
@@ -117,7 +122,7 @@ impl Faults {
             } else {
                 min
             };
-            if s.drop_reply > 0.0 && s.rng.gen_bool(s.drop_reply) {
+            if drop_reply > 0.0 && s.rng.gen_bool(drop_reply) {
                 Fate::DropReply { delay }
             } else {
                 Fate::Deliver { delay }
@@ -171,5 +176,15 @@ mod tests {
             .count();
         assert!((800..1200).contains(&dropped), "dropped {dropped} of 10000");
         assert!((1500..2100).contains(&lost), "lost {lost} replies of 10000");
+    }
+
+    #[test]
+    fn loss_to_a_node_spares_other_destinations() {
+        let faults = Faults::new(3);
+        faults.set_loss_to("s", 1.0, 0.0);
+        assert_eq!(faults.fate("c", "s"), Fate::DropRequest);
+        assert!(matches!(faults.fate("s", "c"), Fate::Deliver { .. }));
+        faults.set_loss_to("s", 0.0, 0.0);
+        assert!(matches!(faults.fate("c", "s"), Fate::Deliver { .. }));
     }
 }

@@ -10,9 +10,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::wait_for;
+use crate::client::{Client, ClientOptions};
+use crate::kv::{self, Limits, ServerConfig};
 use crate::monitor::{self, MonitorClient, MonitorConfig, MonitorError, RaftTimings};
 use crate::net::{Faults, RpcClient};
-use crate::view::Timings;
+use crate::view::{Timings, View};
 
 /// How to build a cluster.
 #[derive(Clone, Debug)]
@@ -25,6 +27,8 @@ pub struct ClusterOptions {
     pub raft: RaftTimings,
     /// Seed of the fault table's random choices.
     pub seed: u64,
+    /// Size limits and session expiry of the kv servers.
+    pub limits: Limits,
 }
 
 impl ClusterOptions {
@@ -39,22 +43,34 @@ impl ClusterOptions {
             },
             raft: RaftTimings {
                 heartbeat: Duration::from_millis(50),
-                election_min: Duration::from_millis(250),
-                election_max: Duration::from_millis(500),
+                election_min: Duration::from_millis(200),
+                election_max: Duration::from_millis(400),
                 snapshot_every: 1000,
                 keep_after_snapshot: 100,
             },
             seed,
+            limits: Limits::default(),
         }
     }
 }
 
 /// A node that is up.
-struct Running {
+struct Running<T> {
     /// Fired to stop the node.
     stop: oneshot::Sender<()>,
     /// The node's main task; its result says how it ended.
-    task: JoinHandle<Result<(), MonitorError>>,
+    task: JoinHandle<T>,
+}
+
+impl<T> Running<T> {
+    /// Stop the node and wait until its tasks have ended and its port is closed.
+    async fn stop(self, name: &str) -> T {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(result) => result,
+            Err(err) => panic!("{name} panicked: {err}"),
+        }
+    }
 }
 
 /// One monitor slot: survives crashes, so the node restarts with the same address and data.
@@ -64,7 +80,7 @@ struct MonitorSlot {
     /// The node's data directory.
     dir: PathBuf,
     /// Present while the node is up.
-    running: Option<Running>,
+    running: Option<Running<Result<(), MonitorError>>>,
 }
 
 /// In-process nodes on loopback, all subject to one [`Faults`] table.
@@ -77,6 +93,10 @@ pub struct Cluster {
     _root: tempfile::TempDir,
     /// Monitor id → slot.
     monitors: BTreeMap<u64, MonitorSlot>,
+    /// Kv server address → the running server (`None` while crashed).
+    servers: BTreeMap<String, Option<Running<()>>>,
+    /// Clients made so far, to give each a distinct name in the fault table.
+    clients: u64,
     /// Talks to nodes out of band (not subject to faults) for status checks.
     observer: RpcClient,
 }
@@ -122,6 +142,8 @@ impl Cluster {
             options,
             _root: root,
             monitors,
+            servers: BTreeMap::new(),
+            clients: 0,
             observer: RpcClient::new("testkit", None),
         };
         for (id, listener) in listeners {
@@ -178,16 +200,15 @@ impl Cluster {
         let Some(running) = self.monitors.get_mut(&id).and_then(|s| s.running.take()) else {
             panic!("monitor {id} is not running");
         };
-        let _ = running.stop.send(());
-        match running.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => panic!("monitor {id} failed: {err}"),
-            Err(err) => panic!("monitor {id} panicked: {err}"),
+        tracing::info!("testkit: crash monitor {id}");
+        if let Err(err) = running.stop(&format!("monitor {id}")).await {
+            panic!("monitor {id} failed: {err}");
         }
     }
 
     /// Restart a crashed monitor from its data directory, on the same address.
     pub async fn restart_monitor(&mut self, id: u64) {
+        tracing::info!("testkit: restart monitor {id}");
         let addr = self.monitor_addr(id);
         let listener = bind(&addr).await;
         self.launch_monitor(id, listener);
@@ -263,8 +284,137 @@ impl Cluster {
         .await
     }
 
+    /// Start a new kv server on a fresh port; returns its address (also its id and its name in
+    /// the fault table).
+    pub async fn start_server(&mut self) -> String {
+        let listener = bind("127.0.0.1:0").await;
+        let addr = match listener.local_addr() {
+            Ok(addr) => addr.to_string(),
+            Err(err) => panic!("listener without address: {err}"),
+        };
+        self.launch_server(&addr, listener);
+        addr
+    }
+
+    fn launch_server(&mut self, addr: &str, listener: TcpListener) {
+        let mut config = ServerConfig::new(addr, self.monitor_addrs());
+        config.timings = self.options.timings;
+        config.limits = self.options.limits;
+        config.rpc_timeout = Duration::from_millis(500);
+        config.confirm_timeout = Duration::from_secs(1);
+        let rpc = RpcClient::new(addr, Some(self.faults.clone()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(kv::run(config, listener, rpc, async {
+            let _ = stopped.await;
+        }));
+        self.servers
+            .insert(addr.to_string(), Some(Running { stop, task }));
+    }
+
+    /// Crash the kv server at `addr`: its tasks stop, its port closes, its memory is gone.
+    pub async fn crash_server(&mut self, addr: &str) {
+        let Some(running) = self.servers.get_mut(addr).and_then(Option::take) else {
+            panic!("kv server {addr} is not running");
+        };
+        tracing::info!("testkit: crash kv server {addr}");
+        running.stop(&format!("kv server {addr}")).await;
+    }
+
+    /// Restart a crashed kv server on the same address: a new incarnation, idle and empty.
+    pub async fn restart_server(&mut self, addr: &str) {
+        tracing::info!("testkit: restart kv server {addr}");
+        let listener = bind(addr).await;
+        self.launch_server(addr, listener);
+    }
+
+    /// Every kv server's address, running or not.
+    pub fn server_addrs(&self) -> Vec<String> {
+        self.servers.keys().cloned().collect()
+    }
+
+    /// Whether the kv server at `addr` is up.
+    pub fn server_running(&self, addr: &str) -> bool {
+        self.servers.get(addr).is_some_and(Option::is_some)
+    }
+
+    /// A kv server's status document, read out of band; `None` if it does not answer.
+    pub async fn server_status(&self, addr: &str) -> Option<serde_json::Value> {
+        let body = self
+            .observer
+            .call_raw(addr, kv::api::STATUS, Vec::new(), Duration::from_secs(2))
+            .await
+            .ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// Options for test clients: retry at the ping interval, give up after 30 s.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            deadline: Duration::from_secs(30),
+            retry_interval: self.options.timings.ping_interval,
+            rpc_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// A new client (a new session), subject to the cluster's faults.
+    pub fn client(&mut self) -> Client {
+        self.client_with(self.client_options())
+    }
+
+    /// A new client with the given options.
+    pub fn client_with(&mut self, options: ClientOptions) -> Client {
+        self.clients += 1;
+        let rpc = RpcClient::new(
+            &format!("client-{}", self.clients),
+            Some(self.faults.clone()),
+        );
+        Client::with_rpc(rpc, self.monitor_addrs(), options)
+    }
+
+    /// Make the kv servers unreliable as in 6.824: 10% of requests to them are dropped and 20%
+    /// of the remaining replies are lost. `false` makes them reliable again.
+    pub fn set_unreliable(&self, unreliable: bool) {
+        let (request, reply) = if unreliable { (0.1, 0.2) } else { (0.0, 0.0) };
+        for addr in self.servers.keys() {
+            self.faults.set_loss_to(addr, request, reply);
+        }
+    }
+
+    /// The current view, from the serving monitor leader.
+    pub async fn view(&self) -> View {
+        let client = MonitorClient::new(
+            self.observer.clone(),
+            self.monitor_addrs(),
+            Duration::from_secs(1),
+        );
+        wait_for("the view", Duration::from_secs(30), || async {
+            client.view().await.ok().map(|reply| reply.view)
+        })
+        .await
+    }
+
+    /// The view, once it satisfies `ok`. Panics after `deadline`.
+    pub async fn wait_view(
+        &self,
+        what: &str,
+        deadline: Duration,
+        ok: impl Fn(&View) -> bool,
+    ) -> View {
+        wait_for(what, deadline, || async {
+            let view = self.view().await;
+            ok(&view).then_some(view)
+        })
+        .await
+    }
+
     /// Stop every node.
     pub async fn shutdown(mut self) {
+        let addrs = self.server_addrs();
+        for addr in addrs {
+            if self.server_running(&addr) {
+                self.crash_server(&addr).await;
+            }
+        }
         let ids: Vec<u64> = self.monitors.keys().copied().collect();
         for id in ids {
             if self.monitor_running(id) {

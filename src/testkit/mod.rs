@@ -1,6 +1,6 @@
 //! An in-process cluster harness for tests (feature `testkit`): start, crash and restart monitor
-//! nodes inside one test process on real loopback HTTP, and cut, slow or lose the messages
-//! between them. Users can write their own partition tests with it too.
+//! nodes, kv servers and clients inside one test process on real loopback HTTP, and cut, slow
+//! or lose the messages between them. Users can write their own partition tests with it too.
 //!
 //! Every randomized choice follows one seed, printed at start; set `VIEWKV_SEED` to replay.
 
