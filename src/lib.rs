@@ -1,6 +1,9 @@
 //! viewkv: a fault-tolerant primary/backup key/value store whose view service is a Raft group.
+pub mod client;
+pub mod kv;
 pub mod monitor;
 pub mod net;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod view;
+pub use client::Client;

@@ -1,0 +1,109 @@
+//! The client library: `get`, `put`, `append`, `put_hash` and `delete` against a viewkv
+//! cluster, with at-most-once retries across failovers.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), viewkv::client::ClientError> {
+//! let mut client = viewkv::Client::new(vec!["127.0.0.1:7001".into()]);
+//! client.put(b"hello", b"world").await?;
+//! assert_eq!(client.get(b"hello").await?, Some(b"world".to_vec()));
+//! # Ok(())
+//! # }
+//! ```
+
+mod router;
+
+pub use router::{ClientError, ClientOptions, Router};
+
+use crate::kv::api::{Op, Request};
+use crate::monitor::MonitorClient;
+use crate::net::RpcClient;
+
+/// A client session. Calls take `&mut self`: one operation at a time per client, which is what
+/// makes each retry recognizable as a repeat (use one client per concurrent task; they are
+/// cheap).
+#[derive(Debug)]
+pub struct Client {
+    /// Random id naming this session in the servers' duplicate tables.
+    id: u64,
+    /// Sequence number of the last operation started.
+    seq: u64,
+    /// Finds the primary and retries.
+    router: Router,
+}
+
+impl Client {
+    /// A client of the cluster whose monitors are at `monitors`, with default options.
+    pub fn new(monitors: Vec<String>) -> Client {
+        Client::with_options(monitors, ClientOptions::default())
+    }
+
+    /// A client with the given options.
+    pub fn with_options(monitors: Vec<String>, options: ClientOptions) -> Client {
+        let id: u64 = rand::random();
+        let rpc = RpcClient::new(&format!("client-{id:016x}"), None);
+        Client::with_rpc(rpc, monitors, options)
+    }
+
+    /// A client sending through `rpc` (the test harness passes one subject to its faults).
+    pub fn with_rpc(rpc: RpcClient, monitors: Vec<String>, options: ClientOptions) -> Client {
+        let monitor_client = MonitorClient::new(rpc.clone(), monitors, options.rpc_timeout);
+        Client {
+            id: rand::random(),
+            seq: 0,
+            router: Router::new(rpc, monitor_client, options),
+        }
+    }
+
+    /// This session's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// How many times this client read the view from the monitors.
+    pub fn view_reads(&self) -> u64 {
+        self.router.view_reads()
+    }
+
+    async fn call(&mut self, op: Op) -> Result<Option<Vec<u8>>, ClientError> {
+        self.seq += 1;
+        let request = Request {
+            client: self.id,
+            seq: self.seq,
+            op,
+        };
+        self.router.execute(&request).await
+    }
+
+    /// The value of `key`, or `None` if it is absent.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        self.call(Op::Get { key: key.to_vec() }).await
+    }
+
+    /// Set `key` to `value`.
+    pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        let (key, value) = (key.to_vec(), value.to_vec());
+        self.call(Op::Put { key, value }).await.map(drop)
+    }
+
+    /// Append `value` to the value of `key` (an absent key counts as empty).
+    pub async fn append(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        let (key, value) = (key.to_vec(), value.to_vec());
+        self.call(Op::Append { key, value }).await.map(drop)
+    }
+
+    /// Store the decimal FNV-1a-32 hash of (previous value ++ `value`); returns the previous
+    /// value.
+    pub async fn put_hash(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        let (key, value) = (key.to_vec(), value.to_vec());
+        self.call(Op::PutHash { key, value }).await
+    }
+
+    /// Remove `key`; returns its previous value.
+    pub async fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        self.call(Op::Delete { key: key.to_vec() }).await
+    }
+}

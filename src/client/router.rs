@@ -1,0 +1,146 @@
+//! Getting a request to the primary and an answer back: the retry machinery, separate from
+//! sequence numbering so a server can reuse it to proxy a client's request.
+
+use std::time::{Duration, Instant};
+
+use crate::kv::api::{KvError, Reply, Request, REQUEST};
+use crate::monitor::MonitorClient;
+use crate::net::RpcClient;
+use crate::view::View;
+
+/// Timeouts and pacing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// How long one call (get, put, ...) may take, retries included.
+    pub deadline: Duration,
+    /// How long to wait between retries (the ping interval: a new view takes about that long).
+    pub retry_interval: Duration,
+    /// Deadline of one RPC to a kv server or monitor.
+    pub rpc_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            deadline: Duration::from_secs(10),
+            retry_interval: Duration::from_millis(100),
+            rpc_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// No confirmed answer before the deadline: the operation may or may not have been applied.
+    #[error("no answer within {deadline:?}; the operation may or may not have been applied (last error: {last})")]
+    Indeterminate {
+        /// The deadline that passed.
+        deadline: Duration,
+        /// The last failure seen.
+        last: String,
+    },
+    /// The service refused the operation; it was not applied.
+    #[error("refused: {0}")]
+    Refused(KvError),
+}
+
+/// Sends requests to the primary of a cached view; re-reads the view only after a failure.
+#[derive(Debug)]
+pub struct Router {
+    /// Sends requests to kv servers.
+    rpc: RpcClient,
+    /// Where views come from.
+    monitors: MonitorClient,
+    /// The cached view.
+    view: Option<View>,
+    /// Timeouts and pacing.
+    options: ClientOptions,
+    /// How many times the view was read from the monitors (6.824 counts them).
+    view_reads: u64,
+}
+
+impl Router {
+    /// A router reading views through `monitors` and sending requests with `rpc`.
+    pub fn new(rpc: RpcClient, monitors: MonitorClient, options: ClientOptions) -> Router {
+        Router {
+            rpc,
+            monitors,
+            view: None,
+            options,
+            view_reads: 0,
+        }
+    }
+
+    /// How many times the view was read from the monitors.
+    pub fn view_reads(&self) -> u64 {
+        self.view_reads
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> ClientOptions {
+        self.options
+    }
+
+    async fn refresh_view(&mut self) -> Result<(), String> {
+        self.view_reads += 1;
+        match self.monitors.view().await {
+            Ok(reply) => {
+                self.view = Some(reply.view);
+                Ok(())
+            }
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
+    /// Send `request` to the primary until it is answered or the deadline passes. The same
+    /// request (same client id and seq) is repeated, so the service applies it at most once.
+    pub async fn execute(&mut self, request: &Request) -> Result<Option<Vec<u8>>, ClientError> {
+        let deadline = Instant::now() + self.options.deadline;
+        loop {
+            let mut last = String::new();
+            if self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
+                if let Err(err) = self.refresh_view().await {
+                    last = err;
+                }
+            }
+            let primary = self.view.as_ref().and_then(|v| v.primary.clone());
+            match primary {
+                None if last.is_empty() => last = "the view has no primary yet".into(),
+                None => {}
+                Some(primary) => {
+                    let timeout = self
+                        .options
+                        .rpc_timeout
+                        .min(deadline.saturating_duration_since(Instant::now()));
+                    let reply: Result<Reply, _> = self
+                        .rpc
+                        .call(&primary.addr, REQUEST, request, timeout)
+                        .await;
+                    match reply {
+                        Ok(Reply::Ok(value)) => return Ok(value),
+                        Ok(Reply::Err(
+                            err @ (KvError::WrongServer { .. } | KvError::Unavailable { .. }),
+                        )) => {
+                            // Maybe the view changed under us: read it again.
+                            last = format!("{}: {err}", primary.addr);
+                            self.view = None;
+                        }
+                        Ok(Reply::Err(err)) => return Err(ClientError::Refused(err)),
+                        Err(err) => {
+                            last = err.to_string();
+                            self.view = None;
+                        }
+                    }
+                }
+            }
+            if Instant::now() + self.options.retry_interval >= deadline {
+                return Err(ClientError::Indeterminate {
+                    deadline: self.options.deadline,
+                    last,
+                });
+            }
+            tokio::time::sleep(self.options.retry_interval).await;
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The backup's side: accept forwards and state transfers only from the primary of our own
+//! view, apply entries in the primary's order, each exactly once.
+
+use super::api::{Forward, StreamReply, TransferChunk};
+use super::node::{KvServer, State};
+use super::store::Store;
+use crate::view::Member;
+
+/// A state transfer being received.
+pub(super) struct Staging {
+    /// The view it belongs to.
+    view: u64,
+    /// The index the state is as of.
+    index: u64,
+    /// The next chunk expected.
+    next_chunk: u64,
+    /// Pairs received so far.
+    data: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Whether `st` lets `primary` replicate to us in `view`; `Err` is the reply to send.
+fn check_sender(st: &State, me: &Member, view: u64, primary: &Member) -> Result<(), StreamReply> {
+    if view > st.view.num {
+        return Err(StreamReply::Retry {
+            reason: format!(
+                "this server has not seen view {view} yet (it holds {})",
+                st.view.num
+            ),
+        });
+    }
+    if view < st.view.num {
+        return Err(StreamReply::Refused {
+            reason: format!(
+                "view {view} is over: this server holds view {}",
+                st.view.num
+            ),
+        });
+    }
+    if st.view.backup.as_ref() != Some(me) {
+        return Err(StreamReply::Refused {
+            reason: format!("this server is not the backup of view {view}"),
+        });
+    }
+    if st.view.primary.as_ref() != Some(primary) {
+        return Err(StreamReply::Refused {
+            reason: format!("{} is not the primary of view {view}", primary.id),
+        });
+    }
+    Ok(())
+}
+
+impl KvServer {
+    /// A forward from the primary: apply the entries we do not have yet, in order.
+    pub fn on_forward(&self, forward: Forward) -> StreamReply {
+        let mut st = self.state();
+        if let Err(reply) = check_sender(&st, self.me(), forward.view, &forward.primary) {
+            drop(st);
+            if matches!(reply, StreamReply::Retry { .. }) {
+                self.ping_soon();
+            }
+            return reply;
+        }
+        if st.installed_view != Some(forward.view) {
+            return StreamReply::Retry {
+                reason: "this backup has not received the state yet".into(),
+            };
+        }
+        for entry in &forward.entries {
+            if entry.index <= st.index {
+                continue;
+            }
+            if entry.index != st.index + 1 {
+                break;
+            }
+            st.store.apply(&entry.request, entry.at_ms);
+            st.index = entry.index;
+        }
+        StreamReply::Applied { applied: st.index }
+    }
+
+    /// A chunk of the primary's full state; the last one installs it.
+    pub fn on_transfer(&self, chunk: TransferChunk) -> StreamReply {
+        let mut st = self.state();
+        if let Err(reply) = check_sender(&st, self.me(), chunk.view, &chunk.primary) {
+            drop(st);
+            if matches!(reply, StreamReply::Retry { .. }) {
+                self.ping_soon();
+            }
+            return reply;
+        }
+        if chunk.chunk == 0 {
+            st.staging = Some(Staging {
+                view: chunk.view,
+                index: chunk.index,
+                next_chunk: 0,
+                data: Vec::new(),
+            });
+        }
+        let in_order = st.staging.as_ref().is_some_and(|s| {
+            s.view == chunk.view && s.index == chunk.index && s.next_chunk == chunk.chunk
+        });
+        let Some(staging) = st.staging.as_mut().filter(|_| in_order) else {
+            st.staging = None;
+            return StreamReply::Retry {
+                reason: format!(
+                    "chunk {} out of order; start the transfer again",
+                    chunk.chunk
+                ),
+            };
+        };
+        staging.next_chunk += 1;
+        staging.data.extend(chunk.data);
+        if !chunk.last {
+            return StreamReply::Applied {
+                applied: chunk.index,
+            };
+        }
+        let data = std::mem::take(&mut staging.data);
+        st.staging = None;
+        st.store = Store::from_transfer(self.config.limits, data, chunk.sessions);
+        st.index = chunk.index;
+        st.installed_view = Some(chunk.view);
+        st.initialized = true;
+        self.reset_progress(chunk.index);
+        tracing::info!(
+            "{}: installed the state of view {} as of entry {} ({} keys)",
+            self.me().id,
+            chunk.view,
+            chunk.index,
+            st.store.keys()
+        );
+        StreamReply::Applied {
+            applied: chunk.index,
+        }
+    }
+}
