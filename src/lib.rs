@@ -1,5 +1,6 @@
 //! viewkv: a fault-tolerant primary/backup key/value store whose view service is a Raft group.
 pub mod client;
+pub mod config;
 pub mod kv;
 pub mod monitor;
 pub mod net;

@@ -12,6 +12,8 @@ pub struct Proc {
     pub name: String,
     /// The OS process.
     child: Child,
+    /// Whether its exit has been reported already.
+    pub reported: bool,
 }
 
 impl Proc {
@@ -33,7 +35,13 @@ impl Proc {
         Ok(Proc {
             name: name.to_string(),
             child,
+            reported: false,
         })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `kill -9` and reap.

@@ -2,18 +2,24 @@
 
 mod bench;
 mod children;
+mod kv;
 mod monitor;
+mod server;
+mod up;
 mod view;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use viewkv::config::ClusterFile;
 
-/// The monitors a client-side command talks to when none are given.
+/// The monitors a client-side command talks to when neither a flag, a cluster file nor
+/// `VIEWKV_MONITORS` names them.
 const DEFAULT_MONITORS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
 
-/// viewkv: a fault-tolerant primary/backup key/value store.
+/// viewkv: a fault-tolerant primary/backup key/value store whose view service is a Raft group.
 #[derive(Parser, Debug)]
 #[command(version, about, propagate_version = true)]
 pub struct Cli {
@@ -24,23 +30,70 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start a local cluster (3 monitors, 3 kv servers) as child processes; Ctrl-C stops it.
+    Up(up::Args),
     /// Run one node of the monitor group (the Raft-replicated view service).
     Monitor(monitor::Args),
+    /// Run one kv server.
+    Server(server::Args),
+    /// Print the value of KEY (exit 1 if it is absent).
+    Get(kv::GetArgs),
+    /// Set KEY to VALUE.
+    Put(kv::WriteArgs),
+    /// Append VALUE to the value of KEY.
+    Append(kv::WriteArgs),
+    /// Store the FNV-1a hash of (previous value ++ VALUE) in KEY; print the previous value.
+    Puthash(kv::WriteArgs),
+    /// Remove KEY.
+    Delete(kv::GetArgs),
     /// Print the current view and which monitor leads.
     View(view::Args),
-    /// Measure failover and throughput on real processes.
+    /// Measure failover on real processes.
     Bench(bench::Args),
 }
 
 /// Where the monitors are, for commands that talk to a cluster.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MonitorsArg {
-    /// Monitor addresses, comma-separated.
-    #[arg(long, env = "VIEWKV_MONITORS", default_value = DEFAULT_MONITORS, value_delimiter = ',')]
-    monitors: Vec<String>,
-    /// How long to wait for a monitor's answer.
+    /// Monitor addresses, comma-separated [default: the cluster file's, else $VIEWKV_MONITORS,
+    /// else 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003].
+    #[arg(long, value_delimiter = ',')]
+    monitors: Option<Vec<String>>,
+    /// A cluster file (see config/local.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// How long to wait for one answer from a server.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     timeout: Duration,
+}
+
+impl MonitorsArg {
+    /// The monitors: the flag, else the cluster file, else `VIEWKV_MONITORS`, else the local
+    /// defaults.
+    pub fn resolve(&self) -> anyhow::Result<Vec<String>> {
+        if let Some(monitors) = &self.monitors {
+            return Ok(monitors.clone());
+        }
+        let file = load(self.config.as_ref())?;
+        if !file.monitors.is_empty() {
+            return Ok(file.monitor_addrs());
+        }
+        let list = std::env::var("VIEWKV_MONITORS").unwrap_or_else(|_| DEFAULT_MONITORS.into());
+        Ok(list
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect())
+    }
+}
+
+/// The cluster file at `path`, or an empty one.
+pub fn load(path: Option<&PathBuf>) -> anyhow::Result<ClusterFile> {
+    match path {
+        Some(path) => Ok(ClusterFile::load(path)?),
+        None => Ok(ClusterFile::default()),
+    }
 }
 
 /// Parse `100ms`, `2s`, `1m`.
@@ -61,18 +114,22 @@ fn init_logging(default: &str) {
 
 /// Run the parsed command; the exit code on success.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let level = match cli.command {
+        Command::Monitor(_) => "info,openraft=warn",
+        Command::Server(_) => "info",
+        _ => "warn",
+    };
+    init_logging(level);
     match cli.command {
-        Command::Monitor(args) => {
-            init_logging("info,openraft=warn");
-            monitor::run(args).await
-        }
-        Command::View(args) => {
-            init_logging("warn");
-            view::run(args).await
-        }
-        Command::Bench(args) => {
-            init_logging("warn");
-            bench::run(args).await
-        }
+        Command::Up(args) => up::run(args).await,
+        Command::Monitor(args) => monitor::run(args).await,
+        Command::Server(args) => server::run(args).await,
+        Command::Get(args) => kv::get(args, false).await,
+        Command::Delete(args) => kv::get(args, true).await,
+        Command::Put(args) => kv::write(args, kv::Write::Put).await,
+        Command::Append(args) => kv::write(args, kv::Write::Append).await,
+        Command::Puthash(args) => kv::write(args, kv::Write::PutHash).await,
+        Command::View(args) => view::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -5,46 +5,52 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use viewkv::monitor::{MonitorConfig, RaftTimings};
 use viewkv::net::RpcClient;
 use viewkv::view::Timings;
 
-use super::parse_duration;
+use super::{load, parse_duration};
 
-/// Arguments of `viewkv monitor`.
+/// Arguments of `viewkv monitor`. Each setting comes from its flag, else the cluster file, else
+/// the default.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// This monitor's id: one of the ids in --peers.
+    /// This monitor's id: one of the ids in --peers (or the cluster file).
     #[arg(long)]
     id: u64,
     /// Every monitor of the group, this one included: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`.
-    #[arg(long, value_delimiter = ',', value_parser = parse_peer, required = true)]
-    peers: Vec<(u64, String)>,
-    /// Address to listen on (default: this monitor's address in --peers).
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
+    peers: Option<Vec<(u64, String)>>,
+    /// A cluster file (see config/local.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: this monitor's address in --peers].
     #[arg(long)]
     listen: Option<String>,
-    /// Where the Raft log, vote and snapshots are kept.
+    /// Where the Raft log, vote and snapshots are kept [default: the cluster file's
+    /// data_dir/monitor-ID].
     #[arg(long)]
-    data_dir: PathBuf,
-    /// How often kv servers ping.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
-    ping_interval: Duration,
-    /// Missed pings after which a kv server is dead.
-    #[arg(long, default_value_t = 5)]
-    dead_pings: u32,
-    /// Raft heartbeat interval (also openraft's timeout for one append RPC).
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
-    heartbeat: Duration,
-    /// Shortest Raft election timeout (also the leader's lease).
-    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
-    election_min: Duration,
-    /// Longest Raft election timeout.
-    #[arg(long, default_value = "600ms", value_parser = parse_duration)]
-    election_max: Duration,
-    /// Snapshot the view table (and purge the log) after this many decisions.
-    #[arg(long, default_value_t = 1000)]
-    snapshot_every: u64,
+    data_dir: Option<PathBuf>,
+    /// How often kv servers ping [default: 100ms].
+    #[arg(long, value_parser = parse_duration)]
+    ping_interval: Option<Duration>,
+    /// Missed pings after which a kv server is dead [default: 5].
+    #[arg(long)]
+    dead_pings: Option<u32>,
+    /// Raft heartbeat interval, also openraft's timeout for one append [default: 50ms].
+    #[arg(long, value_parser = parse_duration)]
+    heartbeat: Option<Duration>,
+    /// A follower stands for election after hearing nothing for --election-max plus a random
+    /// time in [--election-min, --election-max) [default: 150ms].
+    #[arg(long, value_parser = parse_duration)]
+    election_min: Option<Duration>,
+    /// See --election-min; also the leader's lease [default: 300ms].
+    #[arg(long, value_parser = parse_duration)]
+    election_max: Option<Duration>,
+    /// Snapshot the view table (and purge the log) after this many decisions [default: 1000].
+    #[arg(long)]
+    snapshot_every: Option<u64>,
 }
 
 fn parse_peer(text: &str) -> Result<(u64, String), String> {
@@ -81,29 +87,67 @@ pub async fn stop_signal() {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let peers: BTreeMap<u64, String> = args.peers.into_iter().collect();
+    let file = load(args.config.as_ref())?;
+    let peers: BTreeMap<u64, String> = match args.peers {
+        Some(peers) => peers.into_iter().collect(),
+        None => file
+            .monitors
+            .iter()
+            .map(|m| (m.id, m.addr.clone()))
+            .collect(),
+    };
+    if peers.is_empty() {
+        bail!("no monitors: give --peers 1=HOST:PORT,... or --config FILE");
+    }
     let advertised = peers
         .get(&args.id)
-        .with_context(|| format!("--id {} is not in --peers", args.id))?
+        .with_context(|| format!("--id {} is not one of the monitors {:?}", args.id, peers))?
         .clone();
+    let entry = file.monitors.iter().find(|m| m.id == args.id);
+    let data_dir = args
+        .data_dir
+        .or_else(|| entry.and_then(|m| m.data_dir.clone()))
+        .or_else(|| {
+            file.data_dir
+                .as_ref()
+                .map(|d| d.join(format!("monitor-{}", args.id)))
+        })
+        .context("no data directory: give --data-dir DIR (or data_dir in the cluster file)")?;
     let listen = args.listen.unwrap_or_else(|| advertised.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let t = &file.timings;
+    let (timings, raft) = (Timings::default(), RaftTimings::default());
     let config = MonitorConfig {
         id: args.id,
         peers,
-        data_dir: args.data_dir,
+        data_dir,
         timings: Timings {
-            ping_interval: args.ping_interval,
-            dead_pings: args.dead_pings,
+            ping_interval: args
+                .ping_interval
+                .or(t.ping_interval)
+                .unwrap_or(timings.ping_interval),
+            dead_pings: args
+                .dead_pings
+                .or(t.dead_pings)
+                .unwrap_or(timings.dead_pings),
         },
         raft: RaftTimings {
-            heartbeat: args.heartbeat,
-            election_min: args.election_min,
-            election_max: args.election_max,
-            snapshot_every: args.snapshot_every,
-            ..RaftTimings::default()
+            heartbeat: args.heartbeat.or(t.heartbeat).unwrap_or(raft.heartbeat),
+            election_min: args
+                .election_min
+                .or(t.election_min)
+                .unwrap_or(raft.election_min),
+            election_max: args
+                .election_max
+                .or(t.election_max)
+                .unwrap_or(raft.election_max),
+            snapshot_every: args
+                .snapshot_every
+                .or(t.snapshot_every)
+                .unwrap_or(raft.snapshot_every),
+            keep_after_snapshot: raft.keep_after_snapshot,
         },
     };
     let rpc = RpcClient::new(&advertised, None);

@@ -13,7 +13,7 @@ pub struct Args {
     /// Where the monitors are.
     #[command(flatten)]
     monitors: MonitorsArg,
-    /// Print JSON: `{"view": {...}, "leader": ID}`.
+    /// Print JSON: `{"view": {...}, "leader": ID, ...}`.
     #[arg(long)]
     json: bool,
 }
@@ -21,23 +21,24 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = MonitorClient::new(
         RpcClient::new("viewkv-cli", None),
-        args.monitors.monitors,
+        args.monitors.resolve()?,
         args.monitors.timeout,
     );
     let reply = client.view().await?;
+    let leader = reply.leader.as_ref().filter(|_| reply.serving);
     if args.json {
         let doc = serde_json::json!({
             "view": reply.view.to_json(),
-            "leader": reply.leader.as_ref().map(|(id, _)| id),
-            "leader_addr": reply.leader.as_ref().map(|(_, addr)| addr),
+            "leader": leader.map(|(id, _)| id),
+            "leader_addr": leader.map(|(_, addr)| addr),
             "stalled": reply.stalled,
         });
         println!("{doc}");
     } else {
         println!("view {}", reply.view.summary());
-        match &reply.leader {
-            Some((id, addr)) => println!("leader monitor {id} at {addr}"),
-            None => println!("no monitor leader right now"),
+        match leader {
+            Some((id, addr)) => println!("leader: monitor {id} at {addr}"),
+            None => println!("leader: none serving right now (no quorum?)"),
         }
         if let Some(reason) = &reply.stalled {
             println!("stalled: {reason}");

@@ -170,17 +170,18 @@ impl Monitor {
     /// The applied view and what this node knows of the leader.
     pub async fn view(&self) -> ViewReply {
         let serving = self.lease.confirmed_term().is_some();
+        let table = self.sm.table();
         let stalled = match serving {
             true => self
                 .slot
                 .lock()
                 .await
                 .as_ref()
-                .and_then(|s| s.stalled.clone()),
+                .and_then(|s| s.decider.stalled(&table, Instant::now())),
             false => None,
         };
         ViewReply {
-            view: self.sm.table().view,
+            view: table.view,
             leader: leader_hint(&self.raft),
             serving,
             stalled,

@@ -1,0 +1,69 @@
+//! `viewkv server`: run one kv server until Ctrl-C or SIGTERM.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use viewkv::kv::{Limits, ServerConfig};
+use viewkv::net::RpcClient;
+
+use super::monitor::stop_signal;
+use super::{load, parse_duration, MonitorsArg};
+
+/// Arguments of `viewkv server`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on; also how clients and other servers reach this one.
+    #[arg(long)]
+    listen: String,
+    /// Stable name of this server [default: its address].
+    #[arg(long)]
+    id: Option<String>,
+    /// Where the monitors are (and the cluster file).
+    #[command(flatten)]
+    monitors: MonitorsArg,
+    /// How often to ping the monitors [default: the cluster file's, else 100ms].
+    #[arg(long, value_parser = parse_duration)]
+    ping_interval: Option<Duration>,
+    /// Largest key or value in bytes [default: the cluster file's, else 8 MiB].
+    #[arg(long)]
+    max_value: Option<usize>,
+    /// Forget an idle client's duplicate-table entry after this long [default: 10m].
+    #[arg(long, value_parser = parse_duration)]
+    session_ttl: Option<Duration>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let file = load(args.monitors.config.as_ref())?;
+    let mut config = ServerConfig::new(&args.listen, args.monitors.resolve()?);
+    if let Some(id) = args.id {
+        config.id = id;
+    }
+    if let Some(interval) = args.ping_interval.or(file.timings.ping_interval) {
+        config.timings.ping_interval = interval;
+    }
+    let defaults = Limits::default();
+    config.limits = Limits {
+        max_value: args
+            .max_value
+            .or(file.limits.max_value)
+            .unwrap_or(defaults.max_value),
+        session_ttl: args
+            .session_ttl
+            .or(file.limits.session_ttl)
+            .unwrap_or(defaults.session_ttl),
+    };
+    let ceiling = viewkv::net::MAX_MESSAGE / 2;
+    if config.limits.max_value > ceiling {
+        anyhow::bail!(
+            "max_value {} is over {ceiling} bytes, half the largest message",
+            config.limits.max_value
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let rpc = RpcClient::new(&args.listen, None);
+    viewkv::kv::run(config, listener, rpc, stop_signal()).await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,197 @@
+//! `viewkv up`: a local cluster as child processes, with a live status line, until Ctrl-C.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use viewkv::monitor::MonitorClient;
+use viewkv::net::RpcClient;
+
+use super::children::{monitor_args, Proc};
+use super::load;
+use super::monitor::stop_signal;
+
+/// Arguments of `viewkv up`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// How many monitors (1, 3 or 5), on 127.0.0.1:7001 and up.
+    #[arg(long, default_value_t = 3)]
+    monitors: u16,
+    /// How many kv servers, on 127.0.0.1:7101 and up.
+    #[arg(long, default_value_t = 3)]
+    servers: u16,
+    /// Keep the monitors' data and every node's log here [default: a new temporary directory,
+    /// deleted on exit].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Take addresses and timings from a cluster file instead (see config/local.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// The data directory, and whether we made it (and so delete it on exit).
+fn data_dir(arg: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
+    let (dir, temporary) = match arg {
+        Some(dir) => (dir, false),
+        None => (
+            std::env::temp_dir().join(format!("viewkv-up-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok((dir, temporary))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !matches!(args.monitors, 1 | 3 | 5) {
+        bail!("--monitors must be 1, 3 or 5 (a Raft group needs a majority)");
+    }
+    let file = load(args.config.as_ref())?;
+    let peers: Vec<(u64, String)> = if file.monitors.is_empty() {
+        (1..=args.monitors)
+            .map(|i| (u64::from(i), format!("127.0.0.1:{}", 7000 + i)))
+            .collect()
+    } else {
+        file.monitors
+            .iter()
+            .map(|m| (m.id, m.addr.clone()))
+            .collect()
+    };
+    let servers: Vec<String> = if file.servers.is_empty() {
+        (1..=args.servers)
+            .map(|i| format!("127.0.0.1:{}", 7100 + i))
+            .collect()
+    } else {
+        file.servers.iter().map(|s| s.addr.clone()).collect()
+    };
+    for addr in peers.iter().map(|(_, a)| a).chain(&servers) {
+        if std::net::TcpListener::bind(addr).is_err() {
+            bail!("{addr} is in use (is another `viewkv up` running?)");
+        }
+    }
+    let (dir, temporary) = data_dir(args.data_dir)?;
+    if !temporary && dir.join("monitor-1").exists() {
+        eprintln!(
+            "warning: {} holds monitor data from an earlier run. The monitors remember its view, \
+             but the kv servers kept their data in memory only, so the service will wait for \
+             servers that no longer exist. Use a fresh --data-dir to start over.",
+            dir.display()
+        );
+    }
+    let config_args: Vec<String> = match &args.config {
+        Some(path) => vec!["--config".into(), path.display().to_string()],
+        None => Vec::new(),
+    };
+    let monitor_list = peers
+        .iter()
+        .map(|(_, a)| a.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children = Vec::new();
+    for (id, addr) in &peers {
+        let mut argv = monitor_args(*id, &peers, &dir);
+        argv.extend(config_args.iter().cloned());
+        let log = dir.join(format!("monitor-{id}.log"));
+        children.push((
+            format!("monitor {id}"),
+            addr.clone(),
+            Proc::spawn(&format!("monitor {id}"), &argv, &log)?,
+        ));
+    }
+    for addr in &servers {
+        let mut argv = vec![
+            "server".to_string(),
+            "--listen".into(),
+            addr.clone(),
+            "--monitors".into(),
+            monitor_list.clone(),
+        ];
+        argv.extend(config_args.iter().cloned());
+        let log = dir.join(format!("server-{}.log", addr.replace(':', "_")));
+        children.push((
+            "server".to_string(),
+            addr.clone(),
+            Proc::spawn(&format!("server {addr}"), &argv, &log)?,
+        ));
+    }
+    println!(
+        "viewkv up: {} monitors, {} kv servers (data and logs in {})",
+        peers.len(),
+        servers.len(),
+        dir.display()
+    );
+    for (name, addr, child) in &children {
+        println!("  {name:<10} {addr:<16} pid {}", child.pid());
+    }
+    println!("Try, in another terminal:  viewkv put hello world && viewkv get hello");
+    println!("Ctrl-C stops the cluster.");
+    let monitor_addrs: Vec<String> = peers.iter().map(|(_, a)| a.clone()).collect();
+    let client = MonitorClient::new(
+        RpcClient::new("viewkv-up", None),
+        monitor_addrs,
+        Duration::from_millis(300),
+    );
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let terminal = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    loop {
+        for (name, addr, child) in &mut children {
+            if child.exited() && !child.reported {
+                child.reported = true;
+                if terminal {
+                    println!();
+                }
+                println!("{name} {addr} (pid {}) exited", child.pid());
+            }
+        }
+        let line = status_line(&client, &children).await;
+        if line != last || terminal {
+            if terminal {
+                print!("\r\x1b[2K{line}");
+            } else {
+                println!("{line}");
+            }
+            let _ = std::io::stdout().flush();
+            last = line;
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    println!("\nstopping {} processes", children.len());
+    drop(children);
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `view 3 primary=... backup=... | leader: monitor 1 | up: 3/3 monitors, 3/3 servers`.
+async fn status_line(client: &MonitorClient, children: &[(String, String, Proc)]) -> String {
+    let view = match client.view().await {
+        Ok(reply) => {
+            let leader = match reply.leader.filter(|_| reply.serving) {
+                Some((id, _)) => format!("leader: monitor {id}"),
+                None => "no monitor leader".to_string(),
+            };
+            let stalled = reply.stalled.map(|s| format!(" | {s}")).unwrap_or_default();
+            format!("view {} | {leader}{stalled}", reply.view.summary())
+        }
+        Err(_) => "no monitor answers".to_string(),
+    };
+    let up = |kind: &str| {
+        let all = children.iter().filter(|(n, _, _)| n.starts_with(kind));
+        let total = all.clone().count();
+        let alive = all.filter(|(_, _, c)| !c.reported).count();
+        format!("{alive}/{total}")
+    };
+    format!(
+        "{view} | up: {} monitors, {} servers",
+        up("monitor"),
+        up("server")
+    )
+}
