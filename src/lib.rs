@@ -1,4 +1,5 @@
 //! viewkv: a fault-tolerant primary/backup key/value store whose view service is a Raft group.
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod kv;

@@ -134,8 +134,10 @@ pub enum Reply {
 pub struct Entry {
     /// Position in the primary's order: the backup applies entries in this order, each once.
     pub index: u64,
-    /// The primary's clock when it applied the entry, in ms; the backup uses the same time so
-    /// that both expire idle client sessions identically.
+    /// The service clock when the primary applied the entry, in ms: the backup uses the same
+    /// time, so both expire idle client sessions identically. The clock is carried with the
+    /// state and advanced by each primary's monotonic clock, so a wall clock that jumps changes
+    /// nothing.
     pub at_ms: u64,
     /// The request.
     pub request: Request,
@@ -169,6 +171,8 @@ pub struct TransferChunk {
     pub data: Vec<(Vec<u8>, Vec<u8>)>,
     /// The duplicate table (sent with the last chunk).
     pub sessions: Vec<(u64, Session)>,
+    /// The service clock of the state (see [`Entry::at_ms`]).
+    pub clock_ms: u64,
 }
 
 /// A client's last request and its reply: what makes retries at-most-once.
@@ -178,7 +182,7 @@ pub struct Session {
     pub seq: u64,
     /// The reply to it, repeated for a retry.
     pub reply: Reply,
-    /// When the client was last heard from (primary's clock, ms): idle sessions expire.
+    /// When the client was last heard from (service clock, ms): idle sessions expire.
     pub last_ms: u64,
 }
 

@@ -117,7 +117,7 @@ impl KvServer {
         }
         let data = std::mem::take(&mut staging.data);
         st.staging = None;
-        st.store = Store::from_transfer(self.config.limits, data, chunk.sessions);
+        st.store = Store::from_transfer(self.config.limits, data, chunk.sessions, chunk.clock_ms);
         st.index = chunk.index;
         st.installed_view = Some(chunk.view);
         st.initialized = true;

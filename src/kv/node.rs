@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -37,6 +37,8 @@ pub(super) struct State {
     pub synced_view: Option<u64>,
     /// Primary: the view in which the backup refused us; we do not serve in it.
     pub fenced_view: Option<u64>,
+    /// Primary: the service clock that time-stamps entries.
+    pub clock: ServiceClock,
 }
 
 /// What client requests wait on: how far the backup confirmed, and whether we still serve.
@@ -70,11 +72,28 @@ pub struct KvServer {
     sender: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Milliseconds since the Unix epoch: the time stamp of applied entries.
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// The service clock as this server advances it while primary: the replicated clock it took
+/// over, plus time on its own monotonic clock since then.
+pub(super) struct ServiceClock {
+    /// When we took the clock over.
+    since: Instant,
+    /// Its reading then.
+    base_ms: u64,
+}
+
+impl ServiceClock {
+    /// A clock reading `base_ms` now.
+    fn starting_at(base_ms: u64) -> ServiceClock {
+        ServiceClock {
+            since: Instant::now(),
+            base_ms,
+        }
+    }
+
+    /// The current reading.
+    pub fn now_ms(&self) -> u64 {
+        self.base_ms + self.since.elapsed().as_millis() as u64
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,6 +123,7 @@ impl KvServer {
                 log: VecDeque::new(),
                 synced_view: None,
                 fenced_view: None,
+                clock: ServiceClock::starting_at(0),
             }),
             config,
             rpc,
@@ -203,6 +223,7 @@ impl KvServer {
             if !was_primary {
                 // Nothing we applied before is awaited by a client of ours.
                 self.reset_progress(st.index);
+                st.clock = ServiceClock::starting_at(st.store.clock_ms());
             }
             self.start_replication(&mut st, &view);
         } else {

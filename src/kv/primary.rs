@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::api::{Entry, Forward, KvError, Reply, Request, StreamReply, TransferChunk};
 use super::api::{FORWARD, TRANSFER};
-use super::node::{now_ms, KvServer};
+use super::node::KvServer;
 use crate::view::View;
 
 /// Most entries in one forward.
@@ -40,7 +40,7 @@ impl KvServer {
             if !serving {
                 return Reply::Err(KvError::WrongServer { view: st.view.num });
             }
-            let at_ms = now_ms();
+            let at_ms = st.clock.now_ms().max(st.store.clock_ms());
             let reply = st.store.apply(&request, at_ms);
             st.index += 1;
             let index = st.index;
@@ -202,6 +202,7 @@ impl KvServer {
             let mut last = self.chunk(view, st.index, chunks.len(), data);
             last.last = true;
             last.sessions = st.store.sessions();
+            last.clock_ms = st.store.clock_ms();
             chunks.push(last);
             (st.index, chunks)
         };
@@ -226,6 +227,7 @@ impl KvServer {
             last: false,
             data,
             sessions: Vec::new(),
+            clock_ms: 0,
         }
     }
 

@@ -45,6 +45,9 @@ pub struct Store {
     limits: Limits,
     /// The next time (ms) idle sessions are swept.
     next_sweep_ms: u64,
+    /// The service clock: the latest entry time stamp applied (ms). Replicated with the state,
+    /// so a new primary continues it instead of starting from its own clock.
+    clock_ms: u64,
 }
 
 fn too_large(what: &str, size: usize, limits: &Limits) -> Reply {
@@ -67,6 +70,7 @@ impl Store {
     /// Apply a request at time `at_ms`: a repeat gets the saved reply, a new one is executed and
     /// its reply saved.
     pub fn apply(&mut self, request: &Request, at_ms: u64) -> Reply {
+        self.clock_ms = self.clock_ms.max(at_ms);
         self.sweep(at_ms);
         if let Some(session) = self.sessions.get_mut(&request.client) {
             session.last_ms = at_ms;
@@ -154,6 +158,11 @@ impl Store {
         }
     }
 
+    /// The service clock (see [`Store::apply`]'s `at_ms`).
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
     /// Number of keys.
     pub fn keys(&self) -> usize {
         self.data.len()
@@ -182,12 +191,14 @@ impl Store {
         limits: Limits,
         data: Vec<(Vec<u8>, Vec<u8>)>,
         sessions: Vec<(u64, Session)>,
+        clock_ms: u64,
     ) -> Store {
         let mut store = Store::new(limits);
         for (key, value) in data {
             store.set(&key, value);
         }
         store.sessions = sessions.into_iter().collect();
+        store.clock_ms = clock_ms;
         store
     }
 }
@@ -329,7 +340,9 @@ mod tests {
             0,
         );
         let data = store.data().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let copy = Store::from_transfer(Limits::default(), data, store.sessions());
+        let copy =
+            Store::from_transfer(Limits::default(), data, store.sessions(), store.clock_ms());
+        assert_eq!(copy.clock_ms(), store.clock_ms());
         assert_eq!((copy.keys(), copy.bytes()), (store.keys(), store.bytes()));
         let mut copy = copy;
         assert_eq!(

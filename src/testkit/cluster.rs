@@ -158,6 +158,35 @@ impl Cluster {
         &self.faults
     }
 
+    /// The options the cluster was built with.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    /// Every monitor's id.
+    pub fn monitor_ids(&self) -> Vec<u64> {
+        self.monitors.keys().copied().collect()
+    }
+
+    /// Every node's name in the fault table: monitors, then kv servers.
+    pub fn node_names(&self) -> Vec<String> {
+        self.monitor_addrs()
+            .into_iter()
+            .chain(self.server_addrs())
+            .collect()
+    }
+
+    /// Cut `node` from every other node and every client, both ways (a frozen process).
+    pub fn isolate(&self, node: &str) {
+        let others: Vec<String> = self
+            .node_names()
+            .into_iter()
+            .chain((1..=self.clients).map(|i| format!("client-{i}")))
+            .filter(|n| n != node)
+            .collect();
+        self.faults.partition(&[node.to_string()], &others);
+    }
+
     /// Every monitor's address, by id order.
     pub fn monitor_addrs(&self) -> Vec<String> {
         self.monitors.values().map(|m| m.addr.clone()).collect()

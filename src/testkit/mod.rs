@@ -4,7 +4,10 @@
 //!
 //! Every randomized choice follows one seed, printed at start; set `VIEWKV_SEED` to replay.
 
+pub mod campaign;
 mod cluster;
+pub mod nemesis;
+pub mod workload;
 
 pub use cluster::{Cluster, ClusterOptions};
 
@@ -25,10 +28,11 @@ pub fn seed() -> u64 {
     seed
 }
 
-/// Send this process's logs to the test output, filtered by `RUST_LOG` (default: warnings).
+/// Send this process's logs to the test output, filtered by `RUST_LOG` (default: viewkv's
+/// warnings; openraft reports every injected fault, so it is silent unless asked).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_test_writer()

@@ -1,0 +1,132 @@
+//! Campaign clients: a mixed workload on a few keys, every call recorded for the checkers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::check::{element, Call, Operation};
+use crate::client::ClientError;
+use crate::Client;
+
+/// Keys of the register workload (checked for linearizability).
+pub const MODEL_KEYS: &[&str] = &["r0", "r1", "r2", "r3", "r4"];
+/// Keys of the append-set workload (checked for lost and duplicated elements).
+pub const APPEND_KEYS: &[&str] = &["a0", "a1", "a2"];
+
+/// The shared record of a campaign.
+#[derive(Debug)]
+pub struct Recorder {
+    /// Time zero of the history.
+    start: Instant,
+    /// Every call so far.
+    ops: Mutex<Vec<Operation>>,
+    /// Calls the service refused outright (never expected in a campaign).
+    refused: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    /// An empty record starting now.
+    pub fn new() -> Recorder {
+        Recorder {
+            start: Instant::now(),
+            ops: Mutex::new(Vec::new()),
+            refused: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Nanoseconds since the start.
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// A copy of every call recorded.
+    pub fn operations(&self) -> Vec<Operation> {
+        match self.ops.lock() {
+            Ok(ops) => ops.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Refusals seen.
+    pub fn refused(&self) -> Vec<String> {
+        match self.refused.lock() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn push(&self, op: Operation) {
+        match self.ops.lock() {
+            Ok(mut ops) => ops.push(op),
+            Err(poisoned) => poisoned.into_inner().push(op),
+        }
+    }
+
+    /// Perform `call` with `client` and record it.
+    pub async fn perform(&self, client: &mut Client, who: u64, call: Call) {
+        let invoke = self.now();
+        let result = match &call {
+            Call::Get { key } => client.get(key).await,
+            Call::Put { key, value } => client.put(key, value).await.map(|()| None),
+            Call::Append { key, value } => client.append(key, value).await.map(|()| None),
+            Call::PutHash { key, value } => client.put_hash(key, value).await,
+            Call::Delete { key } => client.delete(key).await,
+        };
+        match result {
+            Ok(value) => self.push(Operation::ok(who, call, invoke, self.now(), value)),
+            Err(ClientError::Indeterminate { .. }) => {
+                self.push(Operation::unknown(who, call, invoke))
+            }
+            Err(ClientError::Refused(err)) => {
+                let text = format!("{call}: {err}");
+                match self.refused.lock() {
+                    Ok(mut r) => r.push(text),
+                    Err(poisoned) => poisoned.into_inner().push(text),
+                }
+            }
+        }
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+/// Run one campaign client until `stop`: random calls on the register keys, unique elements
+/// appended to the append keys.
+pub async fn client_loop(
+    recorder: Arc<Recorder>,
+    mut client: Client,
+    who: u64,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let key = MODEL_KEYS[rng.gen_range(0..MODEL_KEYS.len())]
+            .as_bytes()
+            .to_vec();
+        let unique = format!("{who}.{n};").into_bytes();
+        let call = match rng.gen_range(0..100) {
+            0..=34 => Call::get(key),
+            35..=54 => Call::put(key, unique),
+            55..=64 => Call::append(key, unique),
+            65..=74 => Call::put_hash(key, unique),
+            75..=79 => Call::delete(key),
+            _ => {
+                let key = APPEND_KEYS[rng.gen_range(0..APPEND_KEYS.len())];
+                Call::append(key.as_bytes().to_vec(), element(who * 1_000_000_000 + n))
+            }
+        };
+        recorder.perform(&mut client, who, call).await;
+        // A little think time keeps histories at a size the checker decides in seconds.
+        tokio::time::sleep(std::time::Duration::from_micros(rng.gen_range(0..4000))).await;
+    }
+}
