@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use viewkv::client::ClientError;
-use viewkv::kv::api::{Entry, Forward, KvError, Op, Reply, Request, StreamReply, FORWARD, REQUEST};
+use viewkv::kv::api::{
+    Entry, Forward, KvError, Op, Reply, Request, StreamReply, TransferChunk, FORWARD, REQUEST,
+    TRANSFER,
+};
 use viewkv::kv::Limits;
 use viewkv::net::{encode, RpcClient, RpcError};
 use viewkv::testkit::{self, Cluster, ClusterOptions};
@@ -330,5 +333,94 @@ async fn a_backup_that_dies_mid_transfer_is_replaced() {
         .await;
     assert_eq!(ck.get(b"k").await.expect("get"), Some(b"v".to_vec()));
     assert_eq!(ck.get(b"k2").await.expect("get"), Some(b"v2".to_vec()));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_the_primary_cannot_reach_is_replaced() {
+    let (mut cluster, addrs) = cluster_with(1, Limits::default()).await;
+    let first = addrs[0].clone();
+    cluster
+        .wait_view("a lone primary", DEADLINE, |v| {
+            v.acked && v.primary.is_some()
+        })
+        .await;
+    let mut ck = cluster.client();
+    ck.put(b"k", b"v").await.expect("put");
+    // The next server stays alive and keeps pinging, but the primary can never reach it: the
+    // primary reports the failure and the monitors pick another backup.
+    let unreachable = cluster.start_server().await;
+    cluster.faults().cut(&first, &unreachable);
+    cluster
+        .wait_view("the unreachable backup in the view", DEADLINE, |v| {
+            v.backup.as_ref().is_some_and(|b| b.id == unreachable) && v.acked
+        })
+        .await;
+    let third = cluster.start_server().await;
+    cluster
+        .wait_view("the reachable server as ready backup", DEADLINE, |v| {
+            ready(v) && v.backup.as_ref().is_some_and(|b| b.id == third)
+        })
+        .await;
+    ck.put(b"k2", b"v2").await.expect("the service goes on");
+    assert_eq!(ck.get(b"k").await.expect("get"), Some(b"v".to_vec()));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_transfer_chunk_cannot_roll_the_backup_back() {
+    let (mut cluster, _) = cluster_with(1, Limits::default()).await;
+    cluster
+        .wait_view("a lone primary", DEADLINE, |v| {
+            v.acked && v.primary.is_some()
+        })
+        .await;
+    cluster.start_server().await;
+    let view = cluster.wait_view("a ready backup", DEADLINE, ready).await;
+    let primary = view.primary.clone().expect("a primary");
+    let backup = view.backup.clone().expect("a backup");
+    let at_sync = cluster.server_status(&backup.addr).await.expect("status");
+    // The transfer of this view as it looked at the start (an empty state): a request whose
+    // first attempt timed out at the primary but still sits in the backup's socket.
+    let late = TransferChunk {
+        view: view.num,
+        primary: primary.clone(),
+        index: at_sync["index"].as_u64().expect("an index"),
+        attempt: 1,
+        chunk: 0,
+        last: true,
+        data: Vec::new(),
+        sessions: Vec::new(),
+        clock: (0, 0),
+    };
+    let mut ck = cluster.client();
+    for i in 0..10 {
+        ck.put(format!("k{i}").as_bytes(), b"acknowledged")
+            .await
+            .expect("put");
+    }
+    let before = cluster.server_status(&backup.addr).await.expect("status");
+    let rpc = RpcClient::new("late-packet", None);
+    let reply: StreamReply = rpc
+        .call(&backup.addr, TRANSFER, &late, Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    assert!(matches!(reply, StreamReply::Retry { .. }), "{reply:?}");
+    let after = cluster.server_status(&backup.addr).await.expect("status");
+    assert_eq!(
+        after["index"], before["index"],
+        "the backup went back: {after}"
+    );
+    assert_eq!(after["keys"], 10);
+    cluster.crash_server(&primary.addr).await;
+    cluster
+        .wait_view("the backup promoted", DEADLINE, |v| {
+            v.primary.as_ref().is_some_and(|p| p.id == backup.id) && v.acked
+        })
+        .await;
+    assert_eq!(
+        ck.get(b"k0").await.expect("get"),
+        Some(b"acknowledged".to_vec())
+    );
     cluster.shutdown().await;
 }

@@ -265,3 +265,40 @@ fn a_stale_decision_is_a_no_op() {
     assert!(!s.table.apply(&stale));
     assert_eq!(s.table.view, v);
 }
+
+#[test]
+fn a_backup_its_primary_cannot_reach_is_replaced_and_shunned_for_a_while() {
+    let mut s = Pure::new();
+    let (a, b, c) = (
+        Scripted::new("a", 1),
+        Scripted::new("b", 2),
+        Scripted::new("c", 3),
+    );
+    let v = primary_and_backup(&mut s, &a, &b, true);
+    s.ping_now(c.ping(0));
+    let mut report = a.ping(v.num);
+    report.backup_failed = true;
+    let w = s.ping_now(report);
+    assert_eq!((primary_id(&w), backup_id(&w)), (Some("a"), Some("c")));
+    assert_eq!(w.num, v.num + 1);
+    // A report from anyone but the primary, or for another view, changes nothing.
+    let mut forged = b.ping(w.num);
+    forged.backup_failed = true;
+    assert_eq!(s.ping_now(forged), w);
+    // c dies; b is alive but shunned, so the primary goes on alone for now...
+    s.ping_now(a.ping(w.num));
+    let mut seen = w.num;
+    for _ in 0..DEAD_PINGS + 1 {
+        seen = s.ping_now(a.ping(seen)).num;
+        s.ping_now(b.ping(seen));
+        s.pass(1);
+    }
+    assert_eq!(backup_id(&s.table.view), None, "{:?}", s.table.view);
+    // ...and takes b back once the shunning is over.
+    for _ in 0..DEAD_PINGS * 4 {
+        seen = s.ping_now(a.ping(seen)).num;
+        s.ping_now(b.ping(seen));
+        s.pass(1);
+    }
+    assert_eq!(backup_id(&s.table.view), Some("b"));
+}

@@ -267,7 +267,10 @@ impl History {
 }
 
 /// Bytes shown for humans: lossy UTF-8, quoted and escaped, long values cut short.
-pub(crate) struct Bytes<'a>(pub(crate) &'a [u8]);
+pub(crate) struct Bytes<'a>(
+    /// The bytes to show.
+    pub(crate) &'a [u8],
+);
 
 impl fmt::Display for Bytes<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

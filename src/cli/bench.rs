@@ -1,16 +1,21 @@
-//! `viewkv bench`: measurements on real processes. Figures, not pass/fail checks.
+//! `viewkv bench`: failover measurements on real processes. Figures, not pass/fail checks.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use viewkv::client::ClientOptions;
 use viewkv::monitor::MonitorClient;
 use viewkv::net::RpcClient;
-use viewkv::view::Ping;
+use viewkv::view::{Ping, View};
+use viewkv::Client;
 
-use super::children::{free_port, monitor_args, run_dir, Proc};
+use super::children::run_dir;
+use super::local::LocalCluster;
 
 /// Arguments of `viewkv bench`.
 #[derive(clap::Args, Debug)]
@@ -22,10 +27,20 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Bench {
-    /// Kill -9 the monitor leader repeatedly; time until a new leader answers pings.
+    /// Kill -9 the monitor leader under client load; time until a new leader answers pings,
+    /// and count client operations that failed (expected: none).
     MonitorFailover {
         /// How many kills.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Keep data and logs here (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Kill -9 the primary under client load; time until the first successful write.
+    PrimaryFailover {
+        /// How many kills.
+        #[arg(long, default_value_t = 20)]
         trials: usize,
         /// Keep data and logs here (default: a new temporary directory).
         #[arg(long)]
@@ -36,6 +51,7 @@ enum Bench {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.bench {
         Bench::MonitorFailover { trials, dir } => monitor_failover(trials, dir).await,
+        Bench::PrimaryFailover { trials, dir } => primary_failover(trials, dir).await,
     }
 }
 
@@ -65,7 +81,7 @@ pub fn summarize(samples: &mut [Duration]) -> String {
         samples[i]
     };
     format!(
-        "n={} p50={:?} p99={:?} max={:?}",
+        "n={} p50={:.0?} p99={:.0?} max={:.0?}",
         samples.len(),
         pick(0.50),
         pick(0.99),
@@ -73,23 +89,87 @@ pub fn summarize(samples: &mut [Duration]) -> String {
     )
 }
 
+/// Clients writing in a loop in the background, counting what succeeded and what failed.
+struct Load {
+    /// Set to stop the clients.
+    stop: Arc<AtomicBool>,
+    /// Successful writes.
+    ok: Arc<AtomicU64>,
+    /// Writes that gave up (deadline passed).
+    failed: Arc<AtomicU64>,
+    /// The clients.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(monitors: &[String], clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let tasks = (0..clients)
+            .map(|i| {
+                let mut client = Client::new(monitors.to_vec());
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let key = format!("load-{i}");
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        match client.put(key.as_bytes(), n.to_string().as_bytes()).await {
+                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Stop the clients; (successful, failed) writes.
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn progress(trials: usize, what: &str) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(trials as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{msg}}"))
+            .context("progress bar template")?,
+    );
+    Ok(bar)
+}
+
+/// The view once it has a primary and a ready backup and all three servers are known alive.
+async fn settled(monitors: &MonitorClient) -> anyhow::Result<View> {
+    until("a settled view", Duration::from_secs(30), || async {
+        let view = monitors.view().await.ok()?.view;
+        (view.primary.is_some() && view.acked && view.backup_ready).then_some(view)
+    })
+    .await
+}
+
 async fn monitor_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if trials == 0 {
         bail!("--trials must be at least 1");
     }
     let dir = run_dir(dir, "viewkv-bench")?;
-    let peers: Vec<(u64, String)> = (1..=3)
-        .map(|id| Ok((id, format!("127.0.0.1:{}", free_port()?))))
-        .collect::<anyhow::Result<_>>()?;
-    let spawn = |id: u64| {
-        Proc::spawn(
-            &format!("monitor {id}"),
-            &monitor_args(id, &peers, &dir),
-            &dir.join(format!("monitor-{id}.log")),
-        )
-    };
-    let mut monitors: Vec<Proc> = (1..=3).map(spawn).collect::<anyhow::Result<_>>()?;
-    let addrs: Vec<String> = peers.iter().map(|(_, a)| a.clone()).collect();
+    let mut cluster = LocalCluster::start_on_free_ports(&dir)?;
+    let addrs = cluster.monitor_addrs();
     let client = MonitorClient::new(
         RpcClient::new("bench", None),
         addrs.clone(),
@@ -101,28 +181,26 @@ async fn monitor_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result
         incarnation: 1,
         viewnum: 0,
         backup_synced: false,
+        backup_failed: false,
     };
     println!(
-        "3 monitors with default timings (data and logs in {})",
+        "3 monitors, 3 kv servers, 4 writing clients, default timings (logs in {})",
         dir.display()
     );
-    let bar = ProgressBar::new(trials as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} kills {msg}")
-            .context("progress bar template")?,
-    );
+    settled(&client).await?;
+    let load = Load::start(&addrs, 4);
+    let bar = progress(trials, "monitor leader kills")?;
     let mut samples = Vec::new();
     for _ in 0..trials {
         until("a leader", Duration::from_secs(30), || async {
             client.ping(&ping).await.ok()
         })
         .await?;
-        let leader = until("the leader's id", Duration::from_secs(30), || async {
-            client.view().await.ok()?.leader
+        let (leader, addr) = until("the leader's address", Duration::from_secs(30), || async {
+            client.view().await.ok().filter(|r| r.serving)?.leader
         })
         .await?;
-        let index = (leader.0 - 1) as usize;
-        monitors[index].kill();
+        cluster.kill(&addr)?;
         let killed = Instant::now();
         until("a new leader", Duration::from_secs(30), || async {
             client.ping(&ping).await.ok()
@@ -130,14 +208,14 @@ async fn monitor_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result
         .await?;
         let took = killed.elapsed();
         samples.push(took);
-        bar.set_message(format!("last {took:?}"));
+        bar.set_message(format!("last {took:.0?}"));
         bar.inc(1);
-        monitors[index] = spawn(leader.0)?;
+        cluster.restart(&addr)?;
         // Let the restarted monitor catch up before the next kill: a lagging follower slows
         // the next election down (its vote requests are refused), which is not what we measure.
         let observer = RpcClient::new("bench-observer", None);
         until(
-            "the killed monitor to catch up",
+            &format!("monitor {leader} to catch up"),
             Duration::from_secs(30),
             || async {
                 let mut applied = Vec::new();
@@ -153,21 +231,88 @@ async fn monitor_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result
             },
         )
         .await?;
-        if let Some(dead) = monitors
-            .iter_mut()
-            .find_map(|m| m.exited().then_some(&m.name))
-        {
+        if let Some(dead) = cluster.exited() {
             bail!(
-                "{} exited unexpectedly; see its log in {}",
-                dead,
+                "{dead} exited unexpectedly; see its log in {}",
                 dir.display()
             );
         }
     }
     bar.finish();
+    let (ok, failed) = load.stop().await;
     println!(
         "monitor leader failover (kill -9 → first ping answered): {}",
         summarize(&mut samples)
     );
+    println!("client writes meanwhile: {ok} succeeded, {failed} failed");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn primary_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    if trials == 0 {
+        bail!("--trials must be at least 1");
+    }
+    let dir = run_dir(dir, "viewkv-bench")?;
+    let mut cluster = LocalCluster::start_on_free_ports(&dir)?;
+    let addrs = cluster.monitor_addrs();
+    let monitors = MonitorClient::new(
+        RpcClient::new("bench", None),
+        addrs.clone(),
+        Duration::from_millis(300),
+    );
+    println!(
+        "3 monitors, 3 kv servers, 4 writing clients, default timings (logs in {})",
+        dir.display()
+    );
+    settled(&monitors).await?;
+    let load = Load::start(&addrs, 4);
+    // The probe retries every 5 ms, so its time measures the service, not the client's pacing.
+    let mut probe = Client::with_options(
+        addrs.clone(),
+        ClientOptions {
+            deadline: Duration::from_secs(30),
+            retry_interval: Duration::from_millis(5),
+            rpc_timeout: Duration::from_secs(1),
+        },
+    );
+    let bar = progress(trials, "primary kills")?;
+    let mut samples = Vec::new();
+    for trial in 0..trials {
+        let view = settled(&monitors).await?;
+        let primary = view.primary.context("a settled view has a primary")?;
+        probe.put(b"probe", b"before").await?;
+        cluster.kill(&primary.addr)?;
+        let killed = Instant::now();
+        probe.put(b"probe", trial.to_string().as_bytes()).await?;
+        let took = killed.elapsed();
+        samples.push(took);
+        bar.set_message(format!("last {took:.0?}"));
+        bar.inc(1);
+        cluster.restart(&primary.addr)?;
+        until(
+            "the restarted server back in use",
+            Duration::from_secs(30),
+            || async {
+                let view = monitors.view().await.ok()?.view;
+                let back = view.has_member(&primary.id);
+                (back && view.acked && view.backup_ready).then_some(())
+            },
+        )
+        .await
+        .or_else(|_| -> anyhow::Result<()> { Ok(()) })?;
+        if let Some(dead) = cluster.exited() {
+            bail!(
+                "{dead} exited unexpectedly; see its log in {}",
+                dir.display()
+            );
+        }
+    }
+    bar.finish();
+    let (ok, failed) = load.stop().await;
+    println!(
+        "primary failover (kill -9 → first write answered): {}",
+        summarize(&mut samples)
+    );
+    println!("client writes meanwhile: {ok} succeeded, {failed} failed");
     Ok(ExitCode::SUCCESS)
 }

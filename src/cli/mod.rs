@@ -3,6 +3,7 @@
 mod bench;
 mod children;
 mod kv;
+mod local;
 mod monitor;
 mod server;
 mod up;

@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 use viewkv::monitor::MonitorClient;
 use viewkv::net::RpcClient;
 
-use super::children::{monitor_args, Proc};
 use super::load;
+use super::local::{Kind, LocalCluster};
 use super::monitor::stop_signal;
 
 /// Arguments of `viewkv up`.
@@ -84,46 +84,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => vec!["--config".into(), path.display().to_string()],
         None => Vec::new(),
     };
-    let monitor_list = peers
-        .iter()
-        .map(|(_, a)| a.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut children = Vec::new();
-    for (id, addr) in &peers {
-        let mut argv = monitor_args(*id, &peers, &dir);
-        argv.extend(config_args.iter().cloned());
-        let log = dir.join(format!("monitor-{id}.log"));
-        children.push((
-            format!("monitor {id}"),
-            addr.clone(),
-            Proc::spawn(&format!("monitor {id}"), &argv, &log)?,
-        ));
-    }
-    for addr in &servers {
-        let mut argv = vec![
-            "server".to_string(),
-            "--listen".into(),
-            addr.clone(),
-            "--monitors".into(),
-            monitor_list.clone(),
-        ];
-        argv.extend(config_args.iter().cloned());
-        let log = dir.join(format!("server-{}.log", addr.replace(':', "_")));
-        children.push((
-            "server".to_string(),
-            addr.clone(),
-            Proc::spawn(&format!("server {addr}"), &argv, &log)?,
-        ));
-    }
+    let mut cluster = LocalCluster::start(peers.clone(), servers.clone(), &dir, &config_args)?;
     println!(
         "viewkv up: {} monitors, {} kv servers (data and logs in {})",
         peers.len(),
         servers.len(),
         dir.display()
     );
-    for (name, addr, child) in &children {
-        println!("  {name:<10} {addr:<16} pid {}", child.pid());
+    for node in &cluster.nodes {
+        println!(
+            "  {:<10} {:<16} pid {}",
+            node.label(),
+            node.addr,
+            node.proc.pid()
+        );
     }
     println!("Try, in another terminal:  viewkv put hello world && viewkv get hello");
     println!("Ctrl-C stops the cluster.");
@@ -138,16 +112,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let terminal = std::io::stdout().is_terminal();
     let mut last = String::new();
     loop {
-        for (name, addr, child) in &mut children {
-            if child.exited() && !child.reported {
-                child.reported = true;
+        for node in &mut cluster.nodes {
+            if node.proc.exited() && !node.proc.reported {
+                node.proc.reported = true;
                 if terminal {
                     println!();
                 }
-                println!("{name} {addr} (pid {}) exited", child.pid());
+                println!(
+                    "{} {} (pid {}) exited",
+                    node.label(),
+                    node.addr,
+                    node.proc.pid()
+                );
             }
         }
-        let line = status_line(&client, &children).await;
+        let line = status_line(&client, &cluster).await;
         if line != last || terminal {
             if terminal {
                 print!("\r\x1b[2K{line}");
@@ -162,8 +141,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
-    println!("\nstopping {} processes", children.len());
-    drop(children);
+    println!("\nstopping {} processes", cluster.nodes.len());
+    drop(cluster);
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -171,7 +150,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// `view 3 primary=... backup=... | leader: monitor 1 | up: 3/3 monitors, 3/3 servers`.
-async fn status_line(client: &MonitorClient, children: &[(String, String, Proc)]) -> String {
+async fn status_line(client: &MonitorClient, cluster: &LocalCluster) -> String {
     let view = match client.view().await {
         Ok(reply) => {
             let leader = match reply.leader.filter(|_| reply.serving) {
@@ -183,15 +162,14 @@ async fn status_line(client: &MonitorClient, children: &[(String, String, Proc)]
         }
         Err(_) => "no monitor answers".to_string(),
     };
-    let up = |kind: &str| {
-        let all = children.iter().filter(|(n, _, _)| n.starts_with(kind));
+    let up = |monitors: bool| {
+        let all = cluster
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.kind, Kind::Monitor(_)) == monitors);
         let total = all.clone().count();
-        let alive = all.filter(|(_, _, c)| !c.reported).count();
+        let alive = all.filter(|n| !n.proc.reported).count();
         format!("{alive}/{total}")
     };
-    format!(
-        "{view} | up: {} monitors, {} servers",
-        up("monitor"),
-        up("server")
-    )
+    format!("{view} | up: {} monitors, {} servers", up(true), up(false))
 }

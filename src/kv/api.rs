@@ -163,16 +163,20 @@ pub struct TransferChunk {
     pub primary: Member,
     /// The state includes every entry up to and including this index.
     pub index: u64,
+    /// A random number naming this transfer attempt: chunks of an earlier attempt that arrive
+    /// late are recognized and ignored.
+    pub attempt: u64,
     /// Chunk number, from 0; the backup expects them in order.
     pub chunk: u64,
     /// Whether this is the last chunk: the backup installs the state on receiving it.
     pub last: bool,
     /// Key/value pairs.
     pub data: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The duplicate table (sent with the last chunk).
+    /// Part of the duplicate table.
     pub sessions: Vec<(u64, Session)>,
-    /// The service clock of the state (see [`Entry::at_ms`]).
-    pub clock_ms: u64,
+    /// The service clock of the state and its next session sweep (see [`Entry::at_ms`]), so
+    /// the backup expires sessions exactly when the primary does.
+    pub clock: (u64, u64),
 }
 
 /// A client's last request and its reply: what makes retries at-most-once.

@@ -1,7 +1,7 @@
 //! The backup's side: accept forwards and state transfers only from the primary of our own
 //! view, apply entries in the primary's order, each exactly once.
 
-use super::api::{Forward, StreamReply, TransferChunk};
+use super::api::{Forward, Session, StreamReply, TransferChunk};
 use super::node::{KvServer, State};
 use super::store::Store;
 use crate::view::Member;
@@ -12,10 +12,14 @@ pub(super) struct Staging {
     view: u64,
     /// The index the state is as of.
     index: u64,
+    /// The transfer attempt it belongs to.
+    attempt: u64,
     /// The next chunk expected.
     next_chunk: u64,
     /// Pairs received so far.
     data: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Sessions received so far.
+    sessions: Vec<(u64, Session)>,
 }
 
 /// Whether `st` lets `primary` replicate to us in `view`; `Err` is the reply to send.
@@ -88,19 +92,45 @@ impl KvServer {
             }
             return reply;
         }
+        // A state older than what we hold or are receiving for this view can only be a chunk
+        // of an earlier attempt arriving late (the primary's index never goes back); installing
+        // it would roll back entries the primary already counted as replicated.
+        let installed = if st.installed_view == Some(chunk.view) {
+            st.index
+        } else {
+            0
+        };
+        let staged = st
+            .staging
+            .as_ref()
+            .filter(|s| s.view == chunk.view)
+            .map_or(0, |s| s.index);
+        if chunk.index < installed.max(staged) {
+            return StreamReply::Retry {
+                reason: format!(
+                    "stale transfer chunk (state as of entry {}, this server holds {})",
+                    chunk.index,
+                    installed.max(staged)
+                ),
+            };
+        }
         if chunk.chunk == 0 {
             st.staging = Some(Staging {
                 view: chunk.view,
                 index: chunk.index,
+                attempt: chunk.attempt,
                 next_chunk: 0,
                 data: Vec::new(),
+                sessions: Vec::new(),
             });
         }
         let in_order = st.staging.as_ref().is_some_and(|s| {
-            s.view == chunk.view && s.index == chunk.index && s.next_chunk == chunk.chunk
+            s.view == chunk.view
+                && s.index == chunk.index
+                && s.attempt == chunk.attempt
+                && s.next_chunk == chunk.chunk
         });
         let Some(staging) = st.staging.as_mut().filter(|_| in_order) else {
-            st.staging = None;
             return StreamReply::Retry {
                 reason: format!(
                     "chunk {} out of order; start the transfer again",
@@ -110,14 +140,14 @@ impl KvServer {
         };
         staging.next_chunk += 1;
         staging.data.extend(chunk.data);
+        staging.sessions.extend(chunk.sessions);
         if !chunk.last {
-            return StreamReply::Applied {
-                applied: chunk.index,
-            };
+            return StreamReply::Applied { applied: st.index };
         }
         let data = std::mem::take(&mut staging.data);
+        let sessions = std::mem::take(&mut staging.sessions);
         st.staging = None;
-        st.store = Store::from_transfer(self.config.limits, data, chunk.sessions, chunk.clock_ms);
+        st.store = Store::from_transfer(self.config.limits, data, sessions, chunk.clock);
         st.index = chunk.index;
         st.installed_view = Some(chunk.view);
         st.initialized = true;

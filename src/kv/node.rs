@@ -39,6 +39,8 @@ pub(super) struct State {
     pub fenced_view: Option<u64>,
     /// Primary: the service clock that time-stamps entries.
     pub clock: ServiceClock,
+    /// Primary: since when replication to the backup has been failing, if it is.
+    pub failing_since: Option<Instant>,
 }
 
 /// What client requests wait on: how far the backup confirmed, and whether we still serve.
@@ -124,6 +126,7 @@ impl KvServer {
                 synced_view: None,
                 fenced_view: None,
                 clock: ServiceClock::starting_at(0),
+                failing_since: None,
             }),
             config,
             rpc,
@@ -162,6 +165,9 @@ impl KvServer {
                     incarnation: self.me.incarnation,
                     viewnum: st.view.num,
                     backup_synced: st.synced_view == Some(st.view.num),
+                    backup_failed: st
+                        .failing_since
+                        .is_some_and(|since| since.elapsed() > self.config.timings.dead_after()),
                 }
             };
             match self.monitors.ping(&ping).await {
@@ -204,6 +210,7 @@ impl KvServer {
         st.view = view.clone();
         st.fenced_view = None;
         st.staging = None;
+        st.failing_since = None;
         if !is_primary {
             // Requests waiting for confirmation will never get it from us.
             self.bump_epoch();

@@ -98,48 +98,79 @@ impl KvServer {
             return Err(Stop::ViewChanged);
         };
         let mut backoff = Backoff::new(self.config.timings.ping_interval);
-        let mut applied = loop {
-            match self.transfer(view, &backup.addr).await {
-                Ok(applied) => break applied,
-                Err(Some(stop)) => return Err(stop),
-                Err(None) => backoff.wait().await,
-            }
-        };
-        {
-            let mut st = self.state();
-            if st.view.num != view.num {
-                return Err(Stop::ViewChanged);
-            }
-            st.synced_view = Some(view.num);
-            tracing::info!(
-                "{}: backup {} holds the state as of entry {applied}",
-                self.me().id,
-                backup.id
-            );
-        }
-        self.confirm(applied);
-        self.ping_soon();
         loop {
-            let notified = self.wake_sender.notified();
-            let batch = self.next_batch(view, applied)?;
-            if batch.is_empty() {
-                notified.await;
-                continue;
-            }
-            let forward = Forward {
-                view: view.num,
-                primary: self.me().clone(),
-                entries: batch,
-            };
-            match self.send(&backup.addr, FORWARD, &forward).await {
-                Ok(now) => {
-                    applied = applied.max(now);
-                    self.confirm(applied);
-                    backoff.reset();
+            let mut applied = loop {
+                match self.transfer(view, &backup.addr).await {
+                    Ok(applied) => break applied,
+                    Err(Some(stop)) => return Err(stop),
+                    Err(None) => {
+                        self.replication_failed();
+                        backoff.wait().await;
+                    }
                 }
-                Err(Some(stop)) => return Err(stop),
-                Err(None) => backoff.wait().await,
+            };
+            {
+                let mut st = self.state();
+                if st.view.num != view.num {
+                    return Err(Stop::ViewChanged);
+                }
+                st.synced_view = Some(view.num);
+                st.failing_since = None;
+                tracing::info!(
+                    "{}: backup {} holds the state as of entry {applied}",
+                    self.me().id,
+                    backup.id
+                );
             }
+            self.confirm(applied);
+            self.ping_soon();
+            backoff.reset();
+            loop {
+                let notified = self.wake_sender.notified();
+                let batch = self.next_batch(view, applied)?;
+                if batch.is_empty() {
+                    notified.await;
+                    continue;
+                }
+                let forward = Forward {
+                    view: view.num,
+                    primary: self.me().clone(),
+                    entries: batch,
+                };
+                match self.send(&backup.addr, FORWARD, &forward).await {
+                    Ok(now) if now < applied => {
+                        // The backup lost entries it had confirmed: never count on it again
+                        // without a fresh transfer.
+                        tracing::error!(
+                            "{}: backup {} went back from entry {applied} to {now}; sending the state again",
+                            self.me().id,
+                            backup.id
+                        );
+                        self.state().synced_view = None;
+                        break;
+                    }
+                    Ok(now) => {
+                        applied = now;
+                        self.state().failing_since = None;
+                        self.confirm(applied);
+                        backoff.reset();
+                    }
+                    Err(Some(stop)) => return Err(stop),
+                    Err(None) => {
+                        self.replication_failed();
+                        backoff.wait().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Note that replication to the backup is failing; after `dead_pings` intervals of it the
+    /// pings ask the monitors to replace the backup.
+    fn replication_failed(&self) {
+        let mut st = self.state();
+        if st.failing_since.is_none() {
+            st.failing_since = Some(std::time::Instant::now());
         }
     }
 
@@ -177,58 +208,29 @@ impl KvServer {
     /// Send the whole state as of the current index, in chunks. `Ok(index)` once installed;
     /// `Err(None)` to retry.
     async fn transfer(&self, view: &View, addr: &str) -> Result<u64, Option<Stop>> {
-        let (index, chunks) = {
+        let chunks = {
             let mut st = self.state();
             if st.view.num != view.num {
                 return Err(Some(Stop::ViewChanged));
             }
             st.log.clear();
-            let mut chunks: Vec<TransferChunk> = Vec::new();
-            let mut bytes = 0;
-            let mut data = Vec::new();
+            let mut chunks = Chunker::new(view.num, self.me().clone(), st.index, st.store.clock());
             for (key, value) in st.store.data() {
-                if !data.is_empty() && bytes + key.len() + value.len() > MAX_BATCH_BYTES {
-                    chunks.push(self.chunk(
-                        view,
-                        st.index,
-                        chunks.len(),
-                        std::mem::take(&mut data),
-                    ));
-                    bytes = 0;
-                }
-                bytes += key.len() + value.len();
-                data.push((key.clone(), value.clone()));
+                chunks.add(key.len() + value.len(), |c| {
+                    c.data.push((key.clone(), value.clone()))
+                });
             }
-            let mut last = self.chunk(view, st.index, chunks.len(), data);
-            last.last = true;
-            last.sessions = st.store.sessions();
-            last.clock_ms = st.store.clock_ms();
-            chunks.push(last);
-            (st.index, chunks)
+            for (client, session) in st.store.sessions() {
+                let size = 16 + reply_size(&session.reply);
+                chunks.add(size, |c| c.sessions.push((client, session)));
+            }
+            chunks.finish()
         };
+        let index = chunks.last().map_or(0, |c| c.index);
         for chunk in &chunks {
             self.send(addr, TRANSFER, chunk).await?;
         }
         Ok(index)
-    }
-
-    fn chunk(
-        &self,
-        view: &View,
-        index: u64,
-        number: usize,
-        data: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> TransferChunk {
-        TransferChunk {
-            view: view.num,
-            primary: self.me().clone(),
-            index,
-            chunk: number as u64,
-            last: false,
-            data,
-            sessions: Vec::new(),
-            clock_ms: 0,
-        }
     }
 
     /// One RPC to the backup. `Ok(applied)`; `Err(None)` to retry; `Err(Some(stop))` to stop.
@@ -280,5 +282,118 @@ impl Backoff {
 
     fn reset(&mut self) {
         self.next = Duration::from_millis(2);
+    }
+}
+
+/// Bytes a saved reply takes in a transfer.
+fn reply_size(reply: &Reply) -> usize {
+    match reply {
+        Reply::Ok(value) => value.as_ref().map_or(0, Vec::len),
+        Reply::Err(_) => 64,
+    }
+}
+
+/// Cuts a state into transfer chunks of at most [`MAX_BATCH_BYTES`] (or one item, if bigger).
+struct Chunker {
+    /// Chunks filled so far.
+    chunks: Vec<TransferChunk>,
+    /// Bytes in the last chunk.
+    bytes: usize,
+    /// The first chunk, copied for the next ones.
+    template: TransferChunk,
+}
+
+impl Chunker {
+    fn new(view: u64, primary: crate::view::Member, index: u64, clock: (u64, u64)) -> Chunker {
+        let template = TransferChunk {
+            view,
+            primary,
+            index,
+            attempt: rand::random(),
+            chunk: 0,
+            last: false,
+            data: Vec::new(),
+            sessions: Vec::new(),
+            clock,
+        };
+        Chunker {
+            chunks: vec![template.clone()],
+            bytes: 0,
+            template,
+        }
+    }
+
+    /// Add an item of `size` bytes with `put`, starting a new chunk if this one is full.
+    fn add(&mut self, size: usize, put: impl FnOnce(&mut TransferChunk)) {
+        if self.bytes > 0 && self.bytes + size > MAX_BATCH_BYTES {
+            let mut next = self.template.clone();
+            next.chunk = self.chunks.len() as u64;
+            self.chunks.push(next);
+            self.bytes = 0;
+        }
+        self.bytes += size;
+        if let Some(chunk) = self.chunks.last_mut() {
+            put(chunk);
+        }
+    }
+
+    /// The chunks, the last one marked.
+    fn finish(mut self) -> Vec<TransferChunk> {
+        if let Some(last) = self.chunks.last_mut() {
+            last.last = true;
+        }
+        self.chunks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::Member;
+
+    fn member() -> Member {
+        Member {
+            id: "p".into(),
+            addr: "p".into(),
+            incarnation: 1,
+        }
+    }
+
+    #[test]
+    fn transfers_are_cut_into_bounded_chunks_of_one_attempt() {
+        let mut chunker = Chunker::new(3, member(), 42, (7, 9));
+        // 18 saved replies of 3 MiB each: 54 MiB in all, far over one message.
+        for client in 0..18u64 {
+            chunker.add(3 << 20, |c| {
+                c.sessions.push((
+                    client,
+                    crate::kv::api::Session {
+                        seq: 1,
+                        reply: Reply::Ok(None),
+                        last_ms: 0,
+                    },
+                ))
+            });
+        }
+        chunker.add(10, |c| c.data.push((b"k".to_vec(), b"v".to_vec())));
+        let chunks = chunker.finish();
+        assert_eq!(
+            chunks.len(),
+            18,
+            "two 3 MiB items never share a 4 MiB chunk"
+        );
+        assert!(chunks
+            .iter()
+            .all(|c| c.sessions.len() <= 1 || c.data.is_empty()));
+        assert_eq!(chunks.iter().map(|c| c.sessions.len()).sum::<usize>(), 18);
+        let attempt = chunks[0].attempt;
+        for (i, chunk) in chunks.iter().enumerate() {
+            assert_eq!(chunk.chunk, i as u64);
+            assert_eq!(
+                (chunk.view, chunk.index, chunk.attempt, chunk.clock),
+                (3, 42, attempt, (7, 9))
+            );
+            assert_eq!(chunk.last, i == chunks.len() - 1);
+        }
     }
 }

@@ -163,6 +163,11 @@ impl Store {
         self.clock_ms
     }
 
+    /// The service clock and the time of the next session sweep, as a transfer carries them.
+    pub fn clock(&self) -> (u64, u64) {
+        (self.clock_ms, self.next_sweep_ms)
+    }
+
     /// Number of keys.
     pub fn keys(&self) -> usize {
         self.data.len()
@@ -191,14 +196,14 @@ impl Store {
         limits: Limits,
         data: Vec<(Vec<u8>, Vec<u8>)>,
         sessions: Vec<(u64, Session)>,
-        clock_ms: u64,
+        clock: (u64, u64),
     ) -> Store {
         let mut store = Store::new(limits);
         for (key, value) in data {
             store.set(&key, value);
         }
         store.sessions = sessions.into_iter().collect();
-        store.clock_ms = clock_ms;
+        (store.clock_ms, store.next_sweep_ms) = clock;
         store
     }
 }
@@ -340,9 +345,8 @@ mod tests {
             0,
         );
         let data = store.data().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let copy =
-            Store::from_transfer(Limits::default(), data, store.sessions(), store.clock_ms());
-        assert_eq!(copy.clock_ms(), store.clock_ms());
+        let copy = Store::from_transfer(Limits::default(), data, store.sessions(), store.clock());
+        assert_eq!(copy.clock(), store.clock());
         assert_eq!((copy.keys(), copy.bytes()), (store.keys(), store.bytes()));
         let mut copy = copy;
         assert_eq!(

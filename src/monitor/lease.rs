@@ -59,6 +59,11 @@ impl Lease {
         (Lease { observed, max_age }, task)
     }
 
+    /// How old a quorum acknowledgment may be.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
     /// The term in which this node is a confirmed leader, if it is one now.
     pub fn confirmed_term(&self) -> Option<u64> {
         let observed = self.observed.borrow();

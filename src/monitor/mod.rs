@@ -153,7 +153,13 @@ pub async fn run(
             tracing::debug!("initialize: {err} (another monitor formed the group first)");
         }
     }
-    let (lease, lease_task) = Lease::follow(&raft, config.raft.election_max);
+    // The lease ends a heartbeat before followers may vote again: a margin for the delay
+    // between openraft's metrics report and our reading of it.
+    let lease_age = config
+        .raft
+        .election_max
+        .saturating_sub(config.raft.heartbeat);
+    let (lease, lease_task) = Lease::follow(&raft, lease_age);
     let monitor = Arc::new(Monitor::new(
         config.id,
         raft.clone(),

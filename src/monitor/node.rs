@@ -22,6 +22,9 @@ struct Slot {
     decider: Decider,
     /// The last stall reported in the log, so it is logged once, not every tick.
     stalled: Option<String>,
+    /// The last time the lease was confirmed under this slot. A longer gap than the lease means
+    /// pings may have been refused meanwhile, so ping times are stale: start a new grace period.
+    confirmed_at: Instant,
 }
 
 /// A running monitor.
@@ -101,9 +104,13 @@ impl Monitor {
         Ok(())
     }
 
-    /// The slot for `term`, building a fresh decider (with a grace period) on a new term.
+    /// The slot for `term`, building a fresh decider (with a grace period) on a new term or
+    /// after a gap in our leadership.
     fn slot_for<'a>(&self, slot: &'a mut Option<Slot>, term: u64, now: Instant) -> &'a mut Slot {
-        if slot.as_ref().is_none_or(|s| s.term != term) {
+        let lapsed = |s: &Slot| {
+            s.term != term || now.saturating_duration_since(s.confirmed_at) > self.lease.max_age()
+        };
+        if slot.as_ref().is_none_or(lapsed) {
             tracing::info!(
                 "monitor {} leads term {term}: grace period for known servers",
                 self.id
@@ -112,10 +119,14 @@ impl Monitor {
                 term,
                 decider: Decider::new(self.timings, &self.sm.table(), now),
                 stalled: None,
+                confirmed_at: now,
             });
         }
         match slot {
-            Some(slot) => slot,
+            Some(slot) => {
+                slot.confirmed_at = now;
+                slot
+            }
             None => unreachable!("the slot was filled just above"),
         }
     }
@@ -134,10 +145,18 @@ impl Monitor {
             return self.not_leader();
         };
         let mut guard = self.slot.lock().await;
+        // Waiting for the slot can take a while (a tick committing decisions): check again.
+        if self.lease.confirmed_term() != Some(term) {
+            return self.not_leader();
+        }
         let now = Instant::now();
         let slot = self.slot_for(&mut guard, term, now);
         let decisions = slot.decider.ping(&self.sm.table(), ping, now);
         if self.commit_all(decisions).await.is_err() {
+            return self.not_leader();
+        }
+        // And once more before answering, so an answer never outlives the lease it relies on.
+        if self.lease.confirmed_term() != Some(term) {
             return self.not_leader();
         }
         PingReply::View(self.sm.table().view)

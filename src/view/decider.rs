@@ -51,6 +51,9 @@ pub struct Decider {
     /// role: dead for that role even though they keep pinging (rule 5). Dropped once the view no
     /// longer names them.
     demoted: BTreeSet<ServerId>,
+    /// Backups their primary could not replicate to, and until when they are not picked again
+    /// (so a server the primary cannot reach does not come straight back).
+    shunned: BTreeMap<ServerId, Instant>,
 }
 
 /// Apply `decision` to the working copy and record it.
@@ -77,6 +80,7 @@ impl Decider {
             timings,
             seen: BTreeMap::new(),
             demoted: BTreeSet::new(),
+            shunned: BTreeMap::new(),
         };
         decider.grant_grace(table, now);
         decider
@@ -132,6 +136,10 @@ impl Decider {
             .as_ref()
             .is_some_and(|m| m.id == ping.id && m.incarnation == ping.incarnation);
         if from_primary && !self.demoted.contains(&ping.id) && ping.viewnum == view.num {
+            if let Some(backup) = view.backup.as_ref().filter(|_| ping.backup_failed) {
+                let until = now + self.timings.dead_after() * 4;
+                self.shunned.insert(backup.id.clone(), until);
+            }
             let mut next = view.clone();
             next.acked = true;
             next.backup_ready |= ping.backup_synced && view.backup.is_some();
@@ -198,10 +206,15 @@ impl Decider {
         })
     }
 
-    /// Whether `member` is alive, in the same incarnation, and has not restarted in its role.
+    /// Whether `member` is alive, in the same incarnation, has not restarted in its role, and
+    /// is not shunned by its primary.
     fn holds_role(&self, member: &Member, now: Instant) -> bool {
         self.alive(&member.id, now)
             && !self.demoted.contains(&member.id)
+            && self
+                .shunned
+                .get(&member.id)
+                .is_none_or(|until| now >= *until)
             && self
                 .seen
                 .get(&member.id)
@@ -223,6 +236,7 @@ impl Decider {
         self.grant_grace(state, now);
         let view = &state.view;
         self.demoted.retain(|id| view.has_member(id));
+        self.shunned.retain(|_, until| now < *until);
         if view.num == 0 || !view.acked {
             return None;
         }

@@ -76,6 +76,11 @@ pub struct Ping {
     pub viewnum: u64,
     /// Sent by the primary of `viewnum`: that view's backup has installed the full state.
     pub backup_synced: bool,
+    /// Sent by the primary of `viewnum`: it has failed to replicate to that view's backup for
+    /// `dead_pings` intervals. The monitor replaces the backup (a transfer that can never
+    /// succeed, or a link down between two servers the monitors both hear from, would
+    /// otherwise stall the service forever).
+    pub backup_failed: bool,
 }
 
 impl View {

@@ -31,6 +31,7 @@ impl Scripted {
             incarnation: self.incarnation,
             viewnum,
             backup_synced: viewnum > 0,
+            backup_failed: false,
         }
     }
 }
