@@ -594,6 +594,30 @@ fn snapshot_request(snapshot_id: &str) -> InstallSnapshotRequest<TypeConfig> {
     }
 }
 
+/// An AppendEntries carrying a membership entry (whose node 1 is at `addr`) and a command.
+fn append_request(addr: &str) -> AppendEntriesRequest<TypeConfig> {
+    let membership = Membership::<u64, BasicNode>::new(
+        vec![BTreeSet::from([1, 2, 3])],
+        BTreeMap::from([(1, BasicNode::new(addr))]),
+    );
+    let entries = vec![
+        openraft::Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: openraft::EntryPayload::Membership(membership),
+        },
+        openraft::Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+            payload: openraft::EntryPayload::Normal(viewkv_raft::Command(vec![1, 2])),
+        },
+    ];
+    AppendEntriesRequest {
+        vote: vote(),
+        prev_log_id: None,
+        entries,
+        leader_commit: None,
+    }
+}
+
 /// A valid body for `path`, to cut or corrupt; `None` for paths that ignore their body.
 fn valid_body(path: &str) -> Option<Vec<u8>> {
     let member = Member {
@@ -615,28 +639,7 @@ fn valid_body(path: &str) -> Option<Vec<u8>> {
             vote: vote(),
             last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 3)),
         }),
-        RAFT_APPEND => {
-            let membership = Membership::<u64, BasicNode>::new(
-                vec![BTreeSet::from([1, 2, 3])],
-                BTreeMap::from([(1, BasicNode::new("127.0.0.1:9"))]),
-            );
-            let entries = vec![
-                openraft::Entry::<TypeConfig> {
-                    log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
-                    payload: openraft::EntryPayload::Membership(membership),
-                },
-                openraft::Entry::<TypeConfig> {
-                    log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
-                    payload: openraft::EntryPayload::Normal(viewkv_raft::Command(vec![1, 2])),
-                },
-            ];
-            encode(&AppendEntriesRequest::<TypeConfig> {
-                vote: vote(),
-                prev_log_id: None,
-                entries,
-                leader_commit: None,
-            })
-        }
+        RAFT_APPEND => encode(&append_request("127.0.0.1:9")),
         RAFT_SNAPSHOT => encode(&snapshot_request("snapshot-1")),
         REQUEST => encode(&request),
         FORWARD => encode(&Forward {
@@ -822,53 +825,96 @@ fn free_port() -> u16 {
     listener.local_addr().expect("an address").port()
 }
 
-/// A Raft request whose snapshot id claims 2^62 bytes: the monitor must refuse it (4xx), not
-/// try to allocate it. Run against a monitor process of its own, so that an abort kills the
-/// child (and fails this test) instead of the whole test binary.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_raft_request_claiming_a_huge_string_is_refused() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let log_path = dir.path().join("monitor.log");
-    let log = std::fs::File::create(&log_path).expect("a log file");
-    let mut monitor = Killed(
-        tokio::process::Command::new(EXE)
-            .args(["monitor", "--id", "1", "--peers", &format!("1={addr}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("monitor-1"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("viewkv monitor starts"),
-    );
-    let rpc = RpcClient::new("raft-fuzzer", None);
-    wait_for("the monitor to answer", DEADLINE, || async {
-        rpc.call_raw(&addr, STATUS, Vec::new(), Duration::from_secs(2))
-            .await
-            .ok()
-    })
-    .await;
-    let valid = encode(&snapshot_request("SNAPID"));
-    let body = inflate(&valid, b"SNAPID", 1 << 62);
-    let reply = rpc
-        .call_raw(&addr, RAFT_SNAPSHOT, body, Duration::from_secs(10))
+/// A monitor running as its own process, with its log file.
+struct MonitorProcess {
+    addr: String,
+    child: Killed,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl MonitorProcess {
+    /// Start a one-node monitor group and wait until it answers.
+    async fn start(rpc: &RpcClient) -> MonitorProcess {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = dir.path().join("monitor.log");
+        let file = std::fs::File::create(&log).expect("a log file");
+        let child = Killed(
+            tokio::process::Command::new(EXE)
+                .args(["monitor", "--id", "1", "--peers", &format!("1={addr}")])
+                .arg("--data-dir")
+                .arg(dir.path().join("monitor-1"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(file)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("viewkv monitor starts"),
+        );
+        wait_for("the monitor to answer", DEADLINE, || async {
+            rpc.call_raw(&addr, STATUS, Vec::new(), Duration::from_secs(2))
+                .await
+                .ok()
+        })
         .await;
-    let exited = tokio::time::timeout(Duration::from_secs(2), monitor.0.wait())
-        .await
-        .ok();
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    let tail = lines[lines.len().saturating_sub(5)..].join("\n");
-    assert!(
-        matches!(&reply, Err(RpcError::Status { status, .. }) if (400..500).contains(status)),
-        "expected a 4xx, got {reply:?}; monitor exited: {exited:?}; its log ends with:\n{tail}"
-    );
-    assert!(exited.is_none(), "the monitor exited: {exited:?}\n{tail}");
-    rpc.call_raw(&addr, STATUS, Vec::new(), Duration::from_secs(5))
-        .await
-        .expect("the monitor still answers");
+        MonitorProcess {
+            addr,
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The last lines of its log.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+}
+
+/// Raft requests whose string fields (a snapshot id, a node address in a membership entry)
+/// claim 2^62 bytes: the monitor must refuse them with a 4xx, not try to allocate that much.
+/// Each goes to a monitor process of its own, so that an abort kills the child (and fails this
+/// test, naming every path that killed it) instead of the whole test binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_requests_claiming_huge_strings_are_refused() {
+    let rpc = RpcClient::new("raft-fuzzer", None);
+    let cases = [
+        (
+            RAFT_SNAPSHOT,
+            inflate(&encode(&snapshot_request("HUGE")), b"HUGE", 1 << 62),
+        ),
+        (
+            RAFT_APPEND,
+            inflate(&encode(&append_request("HUGE")), b"HUGE", 1 << 62),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (path, body) in cases {
+        let mut monitor = MonitorProcess::start(&rpc).await;
+        let reply = rpc
+            .call_raw(&monitor.addr, path, body, Duration::from_secs(10))
+            .await;
+        let refused =
+            matches!(&reply, Err(RpcError::Status { status, .. }) if (400..500).contains(status));
+        let alive = rpc
+            .call_raw(&monitor.addr, STATUS, Vec::new(), Duration::from_secs(5))
+            .await
+            .is_ok();
+        if !refused || !alive {
+            let exited = tokio::time::timeout(Duration::from_secs(2), monitor.child.0.wait())
+                .await
+                .ok();
+            failures.push(format!(
+                "{path}: expected a 4xx, got {reply:?}; monitor still answers: {alive}; \
+                 exited: {exited:?}; its log ends with:\n{}",
+                monitor.log_tail()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 // ---------------------------------------------------------------------------------------------

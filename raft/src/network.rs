@@ -184,17 +184,23 @@ enum WireError {
     TrailingBytes(usize),
 }
 
+/// The most a decoder may allocate for one message: a corrupt or hostile length prefix must not
+/// make a monitor try to allocate gigabytes (and abort).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// The wire configuration.
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_MESSAGE>()
+}
+
 /// Encodes a message body.
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
-    Ok(bincode::serde::encode_to_vec(
-        value,
-        bincode::config::standard(),
-    )?)
+    Ok(bincode::serde::encode_to_vec(value, config())?)
 }
 
 /// Decodes a whole message body; extra bytes are an error.
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
-    let (value, read) = bincode::serde::decode_from_slice(body, bincode::config::standard())?;
+    let (value, read) = bincode::serde::decode_from_slice(body, config())?;
     if read != body.len() {
         return Err(WireError::TrailingBytes(body.len() - read));
     }

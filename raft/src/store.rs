@@ -192,17 +192,23 @@ impl DbError {
     }
 }
 
+/// The most a decoder may allocate for one stored value, so a corrupt file gives an error
+/// instead of an attempt to allocate gigabytes.
+const MAX_STORED: usize = 1 << 30;
+
+/// The storage configuration.
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_STORED>()
+}
+
 /// Encodes a value stored in the database.
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DbError> {
-    Ok(bincode::serde::encode_to_vec(
-        value,
-        bincode::config::standard(),
-    )?)
+    Ok(bincode::serde::encode_to_vec(value, config())?)
 }
 
 /// Decodes a value read from the database, rejecting trailing bytes.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DbError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config())?;
     if read != bytes.len() {
         return Err(DbError::TrailingBytes(bytes.len() - read));
     }

@@ -1,5 +1,8 @@
 //! The sequential specification of one key of the store: what each call does to the key's value
 //! and what it must return.
+//!
+//! Written independently of `kv::store` on purpose (FNV-1a included): an oracle that shared the
+//! code under test could not catch that code's bugs.
 
 use super::history::{Call, Outcome};
 

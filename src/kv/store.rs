@@ -70,7 +70,9 @@ impl Store {
     /// Apply a request at time `at_ms`: a repeat gets the saved reply, a new one is executed and
     /// its reply saved.
     pub fn apply(&mut self, request: &Request, at_ms: u64) -> Reply {
+        // The service clock never goes back, whatever the stamp says.
         self.clock_ms = self.clock_ms.max(at_ms);
+        let at_ms = self.clock_ms;
         self.sweep(at_ms);
         if let Some(session) = self.sessions.get_mut(&request.client) {
             session.last_ms = at_ms;
