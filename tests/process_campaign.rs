@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use viewkv::check::{check, check_appends, Call, Operation, Verdict};
+use viewkv::check::Verdict;
 use viewkv::client::ClientOptions;
 use viewkv::monitor::MonitorClient;
 use viewkv::net::RpcClient;
-use viewkv::testkit::workload::{client_loop, Recorder, APPEND_KEYS, MODEL_KEYS};
+use viewkv::testkit::workload::{client_loop, final_reads, judge, Recorder};
 use viewkv::testkit::{self};
 use viewkv::view::View;
 use viewkv::Client;
@@ -386,18 +386,9 @@ async fn process_campaign() {
         let _ = client.await;
     }
     let mut reader = Client::with_options(monitor_addrs.clone(), options);
-    for key in APPEND_KEYS {
-        recorder
-            .perform(&mut reader, 0, Call::get(key.as_bytes().to_vec()))
-            .await;
-    }
+    final_reads(&recorder, &mut reader).await;
     let ops = recorder.operations();
-    let model: Vec<Operation> = ops
-        .iter()
-        .filter(|op| MODEL_KEYS.iter().any(|k| k.as_bytes() == op.call.key()))
-        .cloned()
-        .collect();
-    let report = check(&model, Duration::from_secs(60)).expect("a well-formed history");
+    let (report, appends) = judge(&ops, Duration::from_secs(60));
     println!(
         "process campaign, seed {seed}: {} ops ({} unknown), {} faults, {unsettled} unsettled, recovery {recovery:?}, linearizability {:?}",
         ops.len(),
@@ -415,14 +406,8 @@ async fn process_campaign() {
         recorder.refused()
     );
     assert_ne!(report.verdict(), Verdict::NotLinearizable, "{report}");
-    for key in APPEND_KEYS {
-        let key_ops: Vec<Operation> = ops
-            .iter()
-            .filter(|op| op.call.key() == key.as_bytes())
-            .cloned()
-            .collect();
-        let appends = check_appends(&key_ops).expect("a well-formed append history");
-        assert!(appends.is_ok(), "{appends}");
+    for append in &appends {
+        assert!(append.is_ok(), "{append}");
     }
     drop(nodes);
     drop(netns);

@@ -54,14 +54,19 @@ fn check_sender(st: &State, me: &Member, view: u64, primary: &Member) -> Result<
 }
 
 impl KvServer {
+    /// [`check_sender`], pinging the monitors at once if the sender knows a view we do not.
+    fn admit(&self, st: &State, view: u64, primary: &Member) -> Result<(), StreamReply> {
+        let verdict = check_sender(st, self.me(), view, primary);
+        if matches!(verdict, Err(StreamReply::Retry { .. })) {
+            self.ping_soon();
+        }
+        verdict
+    }
+
     /// A forward from the primary: apply the entries we do not have yet, in order.
     pub fn on_forward(&self, forward: Forward) -> StreamReply {
         let mut st = self.state();
-        if let Err(reply) = check_sender(&st, self.me(), forward.view, &forward.primary) {
-            drop(st);
-            if matches!(reply, StreamReply::Retry { .. }) {
-                self.ping_soon();
-            }
+        if let Err(reply) = self.admit(&st, forward.view, &forward.primary) {
             return reply;
         }
         if st.installed_view != Some(forward.view) {
@@ -85,11 +90,7 @@ impl KvServer {
     /// A chunk of the primary's full state; the last one installs it.
     pub fn on_transfer(&self, chunk: TransferChunk) -> StreamReply {
         let mut st = self.state();
-        if let Err(reply) = check_sender(&st, self.me(), chunk.view, &chunk.primary) {
-            drop(st);
-            if matches!(reply, StreamReply::Retry { .. }) {
-                self.ping_soon();
-            }
+        if let Err(reply) = self.admit(&st, chunk.view, &chunk.primary) {
             return reply;
         }
         // A state older than what we hold or are receiving for this view can only be a chunk

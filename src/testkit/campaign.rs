@@ -11,9 +11,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::nemesis::{self, NemesisLog};
-use super::workload::{client_loop, Recorder, APPEND_KEYS, MODEL_KEYS};
+use super::workload::{client_loop, final_reads, judge, Recorder};
 use super::{Cluster, ClusterOptions};
-use crate::check::{check, check_appends, AppendReport, Call, Operation, Outcome, Report, Verdict};
+use crate::check::{AppendReport, Operation, Outcome, Report, Verdict};
 use crate::client::ClientOptions;
 
 /// What to run.
@@ -201,35 +201,11 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
         let _ = client.await;
     }
     let mut reader = cluster.client_with(client_options);
-    for key in APPEND_KEYS {
-        recorder
-            .perform(&mut reader, 0, Call::get(key.as_bytes().to_vec()))
-            .await;
-    }
+    final_reads(&recorder, &mut reader).await;
     cluster.shutdown().await;
 
     let ops = recorder.operations();
-    let model_ops: Vec<Operation> = ops
-        .iter()
-        .filter(|op| MODEL_KEYS.iter().any(|k| k.as_bytes() == op.call.key()))
-        .cloned()
-        .collect();
-    let linearizability = match check(&model_ops, options.check_budget) {
-        Ok(report) => report,
-        Err(err) => panic!("the recorder produced an invalid history: {err}"),
-    };
-    let mut appends = Vec::new();
-    for key in APPEND_KEYS {
-        let key_ops: Vec<Operation> = ops
-            .iter()
-            .filter(|op| op.call.key() == key.as_bytes())
-            .cloned()
-            .collect();
-        match check_appends(&key_ops) {
-            Ok(report) => appends.push(report),
-            Err(err) => panic!("append check of {key}: {err}"),
-        }
-    }
+    let (linearizability, appends) = judge(&ops, options.check_budget);
     let mut refused = recorder.refused();
     if !probe_ok {
         refused.push("the cluster did not serve again within 60 s of healing".into());

@@ -7,7 +7,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::check::{element, Call, Operation};
+use crate::check::{check, check_appends, element, AppendReport, Call, Operation, Report};
 use crate::client::ClientError;
 use crate::Client;
 
@@ -129,4 +129,39 @@ pub async fn client_loop(
         // A little think time keeps histories at a size the checker decides in seconds.
         tokio::time::sleep(std::time::Duration::from_micros(rng.gen_range(0..4000))).await;
     }
+}
+
+/// The final read of every append key, recorded: what the append check needs.
+pub async fn final_reads(recorder: &Recorder, client: &mut Client) {
+    for key in APPEND_KEYS {
+        recorder
+            .perform(client, 0, Call::get(key.as_bytes().to_vec()))
+            .await;
+    }
+}
+
+/// Judge a recorded history: the linearizability of the register keys (within `budget`) and
+/// the append check of each append key. Panics if the recorder produced an impossible history.
+pub fn judge(ops: &[Operation], budget: std::time::Duration) -> (Report, Vec<AppendReport>) {
+    let on = |keys: &[&str], op: &Operation| keys.iter().any(|k| k.as_bytes() == op.call.key());
+    let model: Vec<Operation> = ops
+        .iter()
+        .filter(|op| on(MODEL_KEYS, op))
+        .cloned()
+        .collect();
+    let report = match check(&model, budget) {
+        Ok(report) => report,
+        Err(err) => panic!("the recorder produced an invalid history: {err}"),
+    };
+    let appends = APPEND_KEYS
+        .iter()
+        .map(|key| {
+            let ops: Vec<Operation> = ops.iter().filter(|op| on(&[key], op)).cloned().collect();
+            match check_appends(&ops) {
+                Ok(report) => report,
+                Err(err) => panic!("append check of {key}: {err}"),
+            }
+        })
+        .collect();
+    (report, appends)
 }
