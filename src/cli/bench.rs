@@ -163,18 +163,32 @@ async fn settled(monitors: &MonitorClient) -> anyhow::Result<View> {
     .await
 }
 
-async fn monitor_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// Start the cluster the failover benchmarks kill, and wait until it is settled.
+async fn setup(
+    trials: usize,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<(PathBuf, LocalCluster, MonitorClient)> {
     if trials == 0 {
         bail!("--trials must be at least 1");
     }
     let dir = run_dir(dir, "viewkv-bench")?;
-    let mut cluster = LocalCluster::start_on_free_ports(&dir)?;
-    let addrs = cluster.monitor_addrs();
-    let client = MonitorClient::new(
+    let cluster = LocalCluster::start_on_free_ports(&dir)?;
+    let monitors = MonitorClient::new(
         RpcClient::new("bench", None),
-        addrs.clone(),
+        cluster.monitor_addrs(),
         Duration::from_millis(300),
     );
+    println!(
+        "3 monitors, 3 kv servers, 4 writing clients, default timings (logs in {})",
+        dir.display()
+    );
+    settled(&monitors).await?;
+    Ok((dir, cluster, monitors))
+}
+
+async fn monitor_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (dir, mut cluster, client) = setup(trials, dir).await?;
+    let addrs = cluster.monitor_addrs();
     let ping = Ping {
         id: "bench-pinger".into(),
         addr: "bench-pinger".into(),
@@ -183,11 +197,6 @@ async fn monitor_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result
         backup_synced: false,
         backup_failed: false,
     };
-    println!(
-        "3 monitors, 3 kv servers, 4 writing clients, default timings (logs in {})",
-        dir.display()
-    );
-    settled(&client).await?;
     let load = Load::start(&addrs, 4);
     let bar = progress(trials, "monitor leader kills")?;
     let mut samples = Vec::new();
@@ -249,22 +258,8 @@ async fn monitor_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result
 }
 
 async fn primary_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    if trials == 0 {
-        bail!("--trials must be at least 1");
-    }
-    let dir = run_dir(dir, "viewkv-bench")?;
-    let mut cluster = LocalCluster::start_on_free_ports(&dir)?;
+    let (dir, mut cluster, monitors) = setup(trials, dir).await?;
     let addrs = cluster.monitor_addrs();
-    let monitors = MonitorClient::new(
-        RpcClient::new("bench", None),
-        addrs.clone(),
-        Duration::from_millis(300),
-    );
-    println!(
-        "3 monitors, 3 kv servers, 4 writing clients, default timings (logs in {})",
-        dir.display()
-    );
-    settled(&monitors).await?;
     let load = Load::start(&addrs, 4);
     // The probe retries every 5 ms, so its time measures the service, not the client's pacing.
     let mut probe = Client::with_options(
