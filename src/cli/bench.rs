@@ -284,17 +284,6 @@ async fn primary_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result
         bar.set_message(format!("last {took:.0?}"));
         bar.inc(1);
         cluster.restart(&primary.addr)?;
-        until(
-            "the restarted server back in use",
-            Duration::from_secs(30),
-            || async {
-                let view = monitors.view().await.ok()?.view;
-                let back = view.has_member(&primary.id);
-                (back && view.acked && view.backup_ready).then_some(())
-            },
-        )
-        .await
-        .or_else(|_| -> anyhow::Result<()> { Ok(()) })?;
         if let Some(dead) = cluster.exited() {
             bail!(
                 "{dead} exited unexpectedly; see its log in {}",
