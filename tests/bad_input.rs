@@ -954,7 +954,9 @@ fn non_utf8(rng: &mut StdRng, max: usize) -> Vec<u8> {
     let len = rng.gen_range(1..max);
     let mut bytes: Vec<u8> = (0..len).map(|_| rng.gen_range(1..=255u8)).collect();
     let at = rng.gen_range(0..bytes.len());
-    bytes[at] = *[0xff, 0xfe, 0x80, 0xc0]
+    // Bytes that are invalid anywhere in UTF-8 (a lone 0x80 is not: it can continue a lead
+    // byte before it).
+    bytes[at] = *[0xff, 0xfe, 0xc0, 0xc1]
         .get(rng.gen_range(0..4))
         .unwrap_or(&0xff);
     assert!(std::str::from_utf8(&bytes).is_err());
