@@ -223,7 +223,12 @@ async fn servers_refuse_forwards_not_from_their_views_primary() {
     let primary = view.primary.clone().expect("a primary");
     let reply = send(backup.addr.clone(), forward(view.num - 1, primary.clone())).await;
     assert!(matches!(reply, StreamReply::Refused { .. }), "{reply:?}");
-    // To an idle (never initialized) server, even from the real primary.
+    // To an idle (never initialized) server that knows the view, even from the real primary.
+    testkit::wait_for("the idle server to learn the view", DEADLINE, || async {
+        let status = cluster.server_status(&idle).await?;
+        (status["view"]["num"] == view.num).then_some(())
+    })
+    .await;
     let reply = send(idle.clone(), forward(view.num, primary)).await;
     assert!(matches!(reply, StreamReply::Refused { .. }), "{reply:?}");
     let status = cluster.server_status(&idle).await.expect("status");
