@@ -274,6 +274,8 @@ async fn primary_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result
     let mut samples = Vec::new();
     for trial in 0..trials {
         let view = settled(&monitors).await?;
+        // A second of steady load between kills, as in life.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let primary = view.primary.context("a settled view has a primary")?;
         probe.put(b"probe", b"before").await?;
         cluster.kill(&primary.addr)?;

@@ -125,6 +125,11 @@ impl MonitorClient {
                     return Ok(reply);
                 }
                 Ok(reply) => {
+                    tracing::debug!(
+                        "{addr} is not serving (view {}); leader hint {:?}",
+                        reply.view.num,
+                        reply.leader
+                    );
                     if let Some((_, hint)) = &reply.leader {
                         queue.insert(0, hint.clone());
                     }
@@ -132,7 +137,10 @@ impl MonitorClient {
                         best = Some(reply);
                     }
                 }
-                Err(err) => last = err.to_string(),
+                Err(err) => {
+                    tracing::debug!("view from {addr}: {err}");
+                    last = err.to_string();
+                }
             }
         }
         best.ok_or(MonitorUnavailable {
