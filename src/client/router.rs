@@ -134,7 +134,11 @@ impl Router {
                     }
                 }
             }
-            tracing::debug!("request {}/{}: {last}; retrying", request.client, request.seq);
+            tracing::debug!(
+                "request {}/{}: {last}; retrying",
+                request.client,
+                request.seq
+            );
             if Instant::now() + self.options.retry_interval >= deadline {
                 return Err(ClientError::Indeterminate {
                     deadline: self.options.deadline,
