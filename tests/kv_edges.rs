@@ -21,6 +21,15 @@ fn ready(v: &View) -> bool {
     v.primary.is_some() && v.acked && v.backup.is_some() && v.backup_ready
 }
 
+/// Wait until the single server started so far is an acknowledged primary.
+async fn lone_primary(cluster: &Cluster) {
+    cluster
+        .wait_view("a lone primary", DEADLINE, |v| {
+            v.acked && v.primary.is_some()
+        })
+        .await;
+}
+
 async fn cluster_with(servers: usize, limits: Limits) -> (Cluster, Vec<String>) {
     testkit::init_tracing();
     let mut options = ClusterOptions::fast(testkit::seed());
@@ -240,11 +249,7 @@ async fn servers_refuse_forwards_not_from_their_views_primary() {
 async fn a_backup_joining_under_load_gets_every_write_exactly_once() {
     let (mut cluster, addrs) = cluster_with(1, Limits::default()).await;
     let first = addrs[0].clone();
-    cluster
-        .wait_view("a lone primary", DEADLINE, |v| {
-            v.acked && v.primary.is_some()
-        })
-        .await;
+    lone_primary(&cluster).await;
     let done = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..3)
         .map(|i| {
@@ -302,11 +307,7 @@ async fn a_backup_joining_under_load_gets_every_write_exactly_once() {
 async fn a_backup_that_dies_mid_transfer_is_replaced() {
     let (mut cluster, addrs) = cluster_with(1, Limits::default()).await;
     let first = addrs[0].clone();
-    cluster
-        .wait_view("a lone primary", DEADLINE, |v| {
-            v.acked && v.primary.is_some()
-        })
-        .await;
+    lone_primary(&cluster).await;
     let mut ck = cluster.client();
     ck.put(b"k", b"v").await.expect("put");
     // The primary cannot reach the next server: its transfer never completes.
@@ -345,11 +346,7 @@ async fn a_backup_that_dies_mid_transfer_is_replaced() {
 async fn a_backup_the_primary_cannot_reach_is_replaced() {
     let (mut cluster, addrs) = cluster_with(1, Limits::default()).await;
     let first = addrs[0].clone();
-    cluster
-        .wait_view("a lone primary", DEADLINE, |v| {
-            v.acked && v.primary.is_some()
-        })
-        .await;
+    lone_primary(&cluster).await;
     let mut ck = cluster.client();
     ck.put(b"k", b"v").await.expect("put");
     // The next server stays alive and keeps pinging, but the primary can never reach it: the
@@ -375,11 +372,7 @@ async fn a_backup_the_primary_cannot_reach_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_transfer_chunk_cannot_roll_the_backup_back() {
     let (mut cluster, _) = cluster_with(1, Limits::default()).await;
-    cluster
-        .wait_view("a lone primary", DEADLINE, |v| {
-            v.acked && v.primary.is_some()
-        })
-        .await;
+    lone_primary(&cluster).await;
     cluster.start_server().await;
     let view = cluster.wait_view("a ready backup", DEADLINE, ready).await;
     let primary = view.primary.clone().expect("a primary");

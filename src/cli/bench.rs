@@ -163,6 +163,20 @@ async fn settled(monitors: &MonitorClient) -> anyhow::Result<View> {
     .await
 }
 
+/// Stop the load and print the figures of a failover benchmark.
+async fn report(
+    bar: ProgressBar,
+    load: Load,
+    what: &str,
+    samples: &mut [Duration],
+) -> anyhow::Result<ExitCode> {
+    bar.finish();
+    let (ok, failed) = load.stop().await;
+    println!("{what}: {}", summarize(samples));
+    println!("client writes meanwhile: {ok} succeeded, {failed} failed");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Start the cluster the failover benchmarks kill, and wait until it is settled.
 async fn setup(
     trials: usize,
@@ -240,21 +254,15 @@ async fn monitor_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result
             },
         )
         .await?;
-        if let Some(dead) = cluster.exited() {
-            bail!(
-                "{dead} exited unexpectedly; see its log in {}",
-                dir.display()
-            );
-        }
+        cluster.all_running(&dir)?;
     }
-    bar.finish();
-    let (ok, failed) = load.stop().await;
-    println!(
-        "monitor leader failover (kill -9 → first ping answered): {}",
-        summarize(&mut samples)
-    );
-    println!("client writes meanwhile: {ok} succeeded, {failed} failed");
-    Ok(ExitCode::SUCCESS)
+    report(
+        bar,
+        load,
+        "monitor leader failover (kill -9 → first ping answered)",
+        &mut samples,
+    )
+    .await
 }
 
 async fn primary_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -286,19 +294,13 @@ async fn primary_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result
         bar.set_message(format!("last {took:.0?}"));
         bar.inc(1);
         cluster.restart(&primary.addr)?;
-        if let Some(dead) = cluster.exited() {
-            bail!(
-                "{dead} exited unexpectedly; see its log in {}",
-                dir.display()
-            );
-        }
+        cluster.all_running(&dir)?;
     }
-    bar.finish();
-    let (ok, failed) = load.stop().await;
-    println!(
-        "primary failover (kill -9 → first write answered): {}",
-        summarize(&mut samples)
-    );
-    println!("client writes meanwhile: {ok} succeeded, {failed} failed");
-    Ok(ExitCode::SUCCESS)
+    report(
+        bar,
+        load,
+        "primary failover (kill -9 → first write answered)",
+        &mut samples,
+    )
+    .await
 }

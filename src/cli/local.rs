@@ -133,10 +133,18 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// The first node that exited, if any.
-    pub fn exited(&mut self) -> Option<String> {
-        self.nodes
+    /// An error naming the first node that exited, if any (its log is under `dir`).
+    pub fn all_running(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let dead = self
+            .nodes
             .iter_mut()
-            .find_map(|n| n.proc.exited().then(|| n.proc.name.clone()))
+            .find_map(|n| n.proc.exited().then(|| n.proc.name.clone()));
+        match dead {
+            Some(name) => anyhow::bail!(
+                "{name} exited unexpectedly; see its log in {}",
+                dir.display()
+            ),
+            None => Ok(()),
+        }
     }
 }
