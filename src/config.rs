@@ -27,6 +27,8 @@ pub struct ClusterFile {
     /// Client behaviour.
     #[serde(default)]
     pub client: ClientEntry,
+    /// Servers that must hold a write before it is acknowledged: 2 (default) or 1.
+    pub min_copies: Option<u32>,
 }
 
 /// One monitor node.
@@ -82,6 +84,10 @@ pub struct LimitsEntry {
     /// Idle client sessions are forgotten after this long.
     #[serde(default, with = "humantime_serde")]
     pub session_ttl: Option<Duration>,
+    /// Most sessions holding a saved reply in the duplicate table.
+    pub max_sessions: Option<usize>,
+    /// Most bytes of saved replies in the duplicate table.
+    pub max_session_bytes: Option<usize>,
 }
 
 /// `[client]`.
@@ -135,7 +141,36 @@ impl ClusterFile {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return Err(format!("monitor ids must be distinct: {ids:?}"));
         }
+        file.timings().validate()?;
+        if let Some(deadline) = file.client.deadline {
+            file.check_deadline(deadline)?;
+        }
+        if let Some(copies) = file.min_copies.filter(|c| !(1..=2).contains(c)) {
+            return Err(format!("min_copies must be 1 or 2, not {copies}"));
+        }
         Ok(file)
+    }
+
+    /// The ping interval and dead pings the file gives, defaults for the rest.
+    pub fn timings(&self) -> crate::view::Timings {
+        let defaults = crate::view::Timings::default();
+        crate::view::Timings {
+            ping_interval: self.timings.ping_interval.unwrap_or(defaults.ping_interval),
+            dead_pings: self.timings.dead_pings.unwrap_or(defaults.dead_pings),
+        }
+    }
+
+    /// The session TTL in force (the file's, else the default).
+    pub fn session_ttl(&self) -> Duration {
+        self.limits
+            .session_ttl
+            .unwrap_or(crate::kv::Limits::default().session_ttl)
+    }
+
+    /// Refuse a client deadline that is not shorter than the session TTL: a retry could then
+    /// outlive the duplicate-table entry that makes it at-most-once.
+    pub fn check_deadline(&self, deadline: Duration) -> Result<(), String> {
+        check_deadline(deadline, self.session_ttl())
     }
 
     /// The monitors' addresses, by id.
@@ -144,6 +179,22 @@ impl ClusterFile {
         monitors.sort_by_key(|m| m.id);
         monitors.into_iter().map(|m| m.addr).collect()
     }
+}
+
+/// A client deadline must be shorter than the session TTL; the error names both values.
+pub fn check_deadline(deadline: Duration, session_ttl: Duration) -> Result<(), String> {
+    if deadline.is_zero() {
+        return Err("the client deadline must be longer than zero".into());
+    }
+    if deadline >= session_ttl {
+        return Err(format!(
+            "the client deadline ({}) must be shorter than the session TTL ({}): a retry could \
+             otherwise outlive the duplicate-table entry that keeps it from applying twice",
+            humantime::format_duration(deadline),
+            humantime::format_duration(session_ttl)
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -177,6 +228,15 @@ mod tests {
         let err =
             ClusterFile::parse("[timings]\nheartbeat = \"soon\"\n").expect_err("bad duration");
         assert!(err.contains("line 2") && err.contains("heartbeat"), "{err}");
+        let err = ClusterFile::parse("[timings]\nping_interval = \"0s\"\n").expect_err("zero");
+        assert!(err.contains("ping_interval"), "{err}");
+        let err = ClusterFile::parse("[timings]\ndead_pings = 0\n").expect_err("zero");
+        assert!(err.contains("dead_pings"), "{err}");
+        let text = "[limits]\nsession_ttl = \"5s\"\n[client]\ndeadline = \"10s\"\n";
+        let err = ClusterFile::parse(text).expect_err("deadline over the TTL");
+        assert!(err.contains("10s") && err.contains("5s"), "{err}");
+        let err = ClusterFile::parse("min_copies = 3\n").expect_err("three copies");
+        assert!(err.contains("min_copies"), "{err}");
         let twice = "[[monitor]]\nid = 1\naddr = \"a:1\"\n[[monitor]]\nid = 1\naddr = \"b:1\"\n";
         assert!(ClusterFile::parse(twice).is_err());
     }

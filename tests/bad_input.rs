@@ -34,8 +34,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use viewkv::config::ClusterFile;
 use viewkv::kv::api::{
-    Entry, Forward, KvError, Op, Reply, Request, Session, StreamReply, TransferChunk, FORWARD,
-    REQUEST, TRANSFER,
+    pack_record, Entry, Forward, KvError, Limits, Op, Reply, Request, Session, StreamReply,
+    TransferChunk, FORWARD, REQUEST, TRANSFER,
 };
 use viewkv::monitor::api::{PingReply, ViewReply, PING, VIEW};
 use viewkv::net::{decode, encode, RpcClient, RpcError, MAX_MESSAGE};
@@ -149,7 +149,14 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn request() -> impl Strategy<Value = Request> {
-    (any::<u64>(), any::<u64>(), op()).prop_map(|(client, seq, op)| Request { client, seq, op })
+    (any::<u64>(), any::<u64>(), any::<u64>(), op()).prop_map(|(client, seq, deadline_ms, op)| {
+        Request {
+            client,
+            seq,
+            deadline_ms,
+            op,
+        }
+    })
 }
 
 fn kv_error() -> impl Strategy<Value = KvError> {
@@ -166,6 +173,11 @@ fn kv_error() -> impl Strategy<Value = KvError> {
             seq,
             last
         }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(client, seq)| KvError::SessionExpired { client, seq }),
+        text().prop_map(|reason| KvError::Deadline { reason }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(copies, min_copies)| KvError::NoReplicas { copies, min_copies }),
     ]
 }
 
@@ -193,7 +205,7 @@ fn forward() -> impl Strategy<Value = Forward> {
 }
 
 fn session() -> impl Strategy<Value = Session> {
-    (any::<u64>(), reply(), any::<u64>()).prop_map(|(seq, reply, last_ms)| Session {
+    (any::<u64>(), option::of(reply()), any::<u64>()).prop_map(|(seq, reply, last_ms)| Session {
         seq,
         reply,
         last_ms,
@@ -212,21 +224,40 @@ fn transfer_chunk() -> impl Strategy<Value = TransferChunk> {
         any::<bool>(),
         vec((bytes(20), bytes(60)), 0..4),
         vec((any::<u64>(), session()), 0..3),
-        (any::<u64>(), any::<u64>()),
+        (any::<u64>(), any::<u64>(), limits()),
     )
         .prop_map(
-            |((view, primary, index, attempt, chunk), last, data, sessions, clock)| TransferChunk {
-                view,
-                primary,
-                index,
-                attempt,
-                chunk,
-                last,
-                data,
-                sessions,
-                clock,
+            |((view, primary, index, attempt, chunk), last, data, sessions, (clock_ms, total_keys, limits))| {
+                let mut records = Vec::new();
+                for (key, value) in &data {
+                    pack_record(&mut records, key, value);
+                }
+                TransferChunk {
+                    view,
+                    primary,
+                    index,
+                    attempt,
+                    chunk,
+                    last,
+                    records,
+                    sessions,
+                    clock_ms,
+                    limits,
+                    total_keys,
+                }
             },
         )
+}
+
+fn limits() -> impl Strategy<Value = Limits> {
+    (any::<usize>(), any::<u64>(), any::<usize>(), any::<usize>()).prop_map(
+        |(max_value, ttl_ms, max_sessions, max_session_bytes)| Limits {
+            max_value,
+            session_ttl: Duration::from_millis(ttl_ms),
+            max_sessions,
+            max_session_bytes,
+        },
+    )
 }
 
 fn stream_reply() -> impl Strategy<Value = StreamReply> {
@@ -485,6 +516,7 @@ fn absurd_length_prefixes_are_refused_by_every_decoder() {
     let put = Request {
         client: 1,
         seq: 1,
+        deadline_ms: 0,
         op: Op::Put {
             key: M.to_vec(),
             value: b"v".to_vec(),
@@ -546,9 +578,12 @@ fn absurd_length_prefixes_are_refused_by_every_decoder() {
                 attempt: 0,
                 chunk: 0,
                 last: true,
-                data: vec![(b"k".to_vec(), M.to_vec())],
+                // The buffer's own length prefix is the one inflated.
+                records: M.to_vec(),
                 sessions: Vec::new(),
-                clock: (0, 0),
+                clock_ms: 0,
+                limits: Limits::default(),
+                total_keys: 1,
             }),
             |b| decode::<TransferChunk>(b).is_err(),
         ),
@@ -628,6 +663,7 @@ fn valid_body(path: &str) -> Option<Vec<u8>> {
     let request = Request {
         client: 0xf022,
         seq: 3,
+        deadline_ms: viewkv::kv::wall_ms() + 60_000,
         op: Op::Append {
             key: b"fuzz-key".to_vec(),
             value: b"fuzz-value".to_vec(),
@@ -658,9 +694,15 @@ fn valid_body(path: &str) -> Option<Vec<u8>> {
             attempt: 9,
             chunk: 0,
             last: true,
-            data: vec![(b"fuzz-key".to_vec(), b"x".to_vec())],
+            records: {
+                let mut records = Vec::new();
+                pack_record(&mut records, b"fuzz-key", b"x");
+                records
+            },
             sessions: Vec::new(),
-            clock: (0, 0),
+            clock_ms: 0,
+            limits: Limits::default(),
+            total_keys: 1,
         }),
         _ => return None,
     };

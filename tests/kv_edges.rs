@@ -17,6 +17,11 @@ use viewkv::view::{Member, View};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A client deadline 30 s from now (wall clock, ms).
+fn far() -> u64 {
+    viewkv::kv::wall_ms() + 30_000
+}
+
 fn ready(v: &View) -> bool {
     v.primary.is_some() && v.acked && v.backup.is_some() && v.backup_ready
 }
@@ -51,6 +56,7 @@ async fn malformed_requests_get_a_4xx_and_the_server_keeps_serving() {
     let valid = encode(&Request {
         client: 1,
         seq: 1,
+        deadline_ms: far(),
         op: Op::Put {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
@@ -146,6 +152,7 @@ async fn a_repeated_request_is_answered_from_the_duplicate_table() {
     let request = |seq, value: &str| Request {
         client: 99,
         seq,
+        deadline_ms: far(),
         op: Op::PutHash {
             key: b"h".to_vec(),
             value: value.as_bytes().to_vec(),
@@ -179,6 +186,7 @@ async fn a_repeated_request_is_answered_from_the_duplicate_table() {
     let get = Request {
         client: 100,
         seq: 1,
+        deadline_ms: far(),
         op: Op::Get { key: b"h".to_vec() },
     };
     assert_eq!(send(get).await, Reply::Ok(Some(b"78513644".to_vec())));
@@ -205,6 +213,7 @@ async fn servers_refuse_forwards_not_from_their_views_primary() {
             request: Request {
                 client: 5,
                 seq: 1,
+                deadline_ms: far(),
                 op: Op::Put {
                     key: b"x".to_vec(),
                     value: b"evil".to_vec(),
@@ -387,9 +396,11 @@ async fn a_late_transfer_chunk_cannot_roll_the_backup_back() {
         attempt: 1,
         chunk: 0,
         last: true,
-        data: Vec::new(),
+        records: Vec::new(),
         sessions: Vec::new(),
-        clock: (0, 0),
+        clock_ms: 0,
+        limits: Limits::default(),
+        total_keys: 0,
     };
     let mut ck = cluster.client();
     for i in 0..10 {

@@ -434,6 +434,7 @@ async fn raw(addr: &str, op: Op) -> Result<Reply, viewkv::net::RpcError> {
     let request = Request {
         client: 424242,
         seq: rand::random::<u32>() as u64 + 1,
+        deadline_ms: viewkv::kv::wall_ms() + 30_000,
         op,
     };
     rpc.call(addr, REQUEST, &request, Duration::from_secs(5))

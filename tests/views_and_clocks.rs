@@ -403,6 +403,7 @@ fn put(client: u64, key: &[u8], value: &[u8]) -> Request {
     Request {
         client,
         seq: 1,
+        deadline_ms: viewkv::kv::wall_ms() + 30_000,
         op: Op::Put {
             key: key.to_vec(),
             value: value.to_vec(),
@@ -574,6 +575,7 @@ fn put_hash(client: u64, seq: u64, value: &str) -> Request {
     Request {
         client,
         seq,
+        deadline_ms: u64::MAX,
         op: Op::PutHash {
             key: format!("h{client}").into_bytes(),
             value: value.as_bytes().to_vec(),
@@ -581,12 +583,15 @@ fn put_hash(client: u64, seq: u64, value: &str) -> Request {
     }
 }
 
-fn get(client: u64, seq: u64) -> Request {
+/// A write by `client` to a key of its own (reads never enter the duplicate table).
+fn touch(client: u64, seq: u64) -> Request {
     Request {
         client,
         seq,
-        op: Op::Get {
-            key: b"anything".to_vec(),
+        deadline_ms: u64::MAX,
+        op: Op::Put {
+            key: format!("t{client}").into_bytes(),
+            value: b"x".to_vec(),
         },
     }
 }
@@ -599,7 +604,7 @@ fn time_stamps_going_backwards_expire_no_session() {
     assert_eq!((&first, &second), (&Reply::Ok(None), &Reply::Ok(None)));
     // Time stamps from far in the past (and zero), from another client.
     for (seq, at_ms) in [(1, 4_000), (2, 100), (3, 0), (4, 1), (5, 4_999)] {
-        store.apply(&get(3, seq), at_ms);
+        store.apply(&touch(3, seq), at_ms);
         assert_eq!(store.sessions().len(), 3, "a session expired at {at_ms} ms");
     }
     // The repeats get the saved replies (a re-executed PutHash would return the hash).
@@ -618,12 +623,12 @@ fn a_retry_stamped_in_the_past_does_not_age_its_session() {
     assert_eq!(reply, Reply::Ok(None));
     // The retry arrives with an old time stamp and gets the saved reply.
     assert_eq!(store.apply(&put_hash(1, 1, "a"), 200), reply);
-    // Another client at 5 600 ms: a sweep runs.
-    store.apply(&get(2, 1), 5_600);
+    // Another client at 5 600 ms: expiry runs.
+    store.apply(&touch(2, 1), 5_600);
     let last_ms = store
         .sessions()
-        .into_iter()
-        .find(|(client, _)| *client == 1)
+        .iter()
+        .find(|(client, _)| **client == 1)
         .map(|(_, session)| session.last_ms);
     assert!(
         last_ms.is_some_and(|ms| ms >= 5_000),
@@ -640,7 +645,7 @@ proptest! {
         let mut high = 0;
         for (i, at_ms) in stamps.iter().enumerate() {
             let client = (i % 5) as u64;
-            store.apply(&get(client, i as u64 + 1), *at_ms);
+            store.apply(&touch(client, i as u64 + 1), *at_ms);
             high = high.max(*at_ms);
             prop_assert_eq!(store.clock_ms(), high, "after {:?}", &stamps[..=i]);
         }

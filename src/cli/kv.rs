@@ -57,10 +57,12 @@ pub enum Write {
 fn client(monitors: &MonitorsArg, deadline: Option<Duration>) -> anyhow::Result<Client> {
     let file = load(monitors.config.as_ref())?;
     let defaults = ClientOptions::default();
+    let deadline = deadline
+        .or(file.client.deadline)
+        .unwrap_or(defaults.deadline);
+    file.check_deadline(deadline).map_err(anyhow::Error::msg)?;
     let options = ClientOptions {
-        deadline: deadline
-            .or(file.client.deadline)
-            .unwrap_or(defaults.deadline),
+        deadline,
         retry_interval: file
             .timings
             .ping_interval

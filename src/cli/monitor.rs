@@ -150,6 +150,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             keep_after_snapshot: raft.keep_after_snapshot,
         },
     };
+    config.timings.validate().map_err(anyhow::Error::msg)?;
+    let r = &config.raft;
+    if r.heartbeat.is_zero() || r.election_min <= r.heartbeat || r.election_max <= r.election_min
+    {
+        anyhow::bail!(
+            "Raft timings must satisfy 0 < heartbeat ({:?}) < election_min ({:?}) < election_max ({:?})",
+            r.heartbeat,
+            r.election_min,
+            r.election_max
+        );
+    }
     let rpc = RpcClient::new(&advertised, None);
     viewkv::monitor::run(config, listener, rpc, stop_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -28,9 +28,18 @@ pub struct Args {
     /// Largest key or value in bytes [default: the cluster file's, else 8 MiB].
     #[arg(long)]
     max_value: Option<usize>,
-    /// Forget an idle client's duplicate-table entry after this long [default: 10m].
+    /// Forget an idle client's duplicate-table entry after this long [default: 10m]. Must be
+    /// longer than the clients' deadline.
     #[arg(long, value_parser = parse_duration)]
     session_ttl: Option<Duration>,
+    /// Most sessions holding a saved reply [default: 100000].
+    #[arg(long)]
+    max_sessions: Option<usize>,
+    /// Servers that must hold a write before it is acknowledged: 2 (no single crash loses an
+    /// acknowledged write) or 1 (a lone primary acknowledges) [default: the cluster file's,
+    /// else 2].
+    #[arg(long)]
+    min_copies: Option<u32>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -39,7 +48,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(id) = args.id {
         config.id = id;
     }
-    if let Some(interval) = args.ping_interval.or(file.timings.ping_interval) {
+    config.timings = file.timings();
+    if let Some(interval) = args.ping_interval {
         config.timings.ping_interval = interval;
     }
     let defaults = Limits::default();
@@ -52,7 +62,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .session_ttl
             .or(file.limits.session_ttl)
             .unwrap_or(defaults.session_ttl),
+        max_sessions: args
+            .max_sessions
+            .or(file.limits.max_sessions)
+            .unwrap_or(defaults.max_sessions),
+        max_session_bytes: file
+            .limits
+            .max_session_bytes
+            .unwrap_or(defaults.max_session_bytes),
     };
+    if let Some(copies) = args.min_copies.or(file.min_copies) {
+        config.min_copies = copies;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    let deadline = file
+        .client
+        .deadline
+        .unwrap_or(viewkv::client::ClientOptions::default().deadline);
+    viewkv::config::check_deadline(deadline, config.limits.session_ttl)
+        .map_err(anyhow::Error::msg)?;
     let ceiling = viewkv::net::MAX_MESSAGE / 2;
     if config.limits.max_value > ceiling {
         anyhow::bail!(

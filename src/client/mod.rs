@@ -66,12 +66,34 @@ impl Client {
 
     async fn call(&mut self, op: Op) -> Result<Option<Vec<u8>>, ClientError> {
         self.seq += 1;
-        let request = Request {
+        let deadline = self.router.options().deadline;
+        let mut request = Request {
             client: self.id,
             seq: self.seq,
+            deadline_ms: crate::kv::wall_ms() + deadline.as_millis() as u64,
             op,
         };
-        self.router.execute(&request).await
+        match self.router.execute(&request).await {
+            Err(ClientError::SessionLost) => {
+                // The service forgot us (we were idle past its session TTL, or evicted) and
+                // applied nothing: carry on as a new session.
+                self.renew();
+                request.client = self.id;
+                request.seq = self.seq;
+                let result = self.router.execute(&request).await;
+                if matches!(result, Err(ClientError::SessionLost)) {
+                    self.renew();
+                }
+                result
+            }
+            other => other,
+        }
+    }
+
+    /// Start a new session: a new random id, sequence numbers from 1.
+    fn renew(&mut self) {
+        self.id = rand::random();
+        self.seq = 1;
     }
 
     /// The value of `key`, or `None` if it is absent.

@@ -43,6 +43,10 @@ pub enum ClientError {
     /// The service refused the operation; it was not applied.
     #[error("refused: {0}")]
     Refused(KvError),
+    /// The first attempt of a request found the client's session gone from the duplicate
+    /// table (evicted or expired): nothing was applied; the caller starts a new session.
+    #[error("the service no longer remembers this client's session; nothing was applied")]
+    SessionLost,
 }
 
 /// Sends requests to the primary of a cached view; re-reads the view only after a failure.
@@ -95,8 +99,10 @@ impl Router {
 
     /// Send `request` to the primary until it is answered or the deadline passes. The same
     /// request (same client id and seq) is repeated, so the service applies it at most once.
+    /// `request.deadline_ms` should be the wall-clock time `options.deadline` from now.
     pub async fn execute(&mut self, request: &Request) -> Result<Option<Vec<u8>>, ClientError> {
         let deadline = Instant::now() + self.options.deadline;
+        let mut attempts = 0u32;
         loop {
             let mut last = String::new();
             if self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
@@ -113,18 +119,29 @@ impl Router {
                         .options
                         .rpc_timeout
                         .min(deadline.saturating_duration_since(Instant::now()));
+                    attempts += 1;
                     let reply: Result<Reply, _> = self
                         .rpc
                         .call(&primary.addr, REQUEST, request, timeout)
                         .await;
                     match reply {
                         Ok(Reply::Ok(value)) => return Ok(value),
-                        Ok(Reply::Err(
-                            err @ (KvError::WrongServer { .. } | KvError::Unavailable { .. }),
-                        )) => {
+                        Ok(Reply::Err(err)) if err.is_retryable() => {
                             // Maybe the view changed under us: read it again.
                             last = format!("{}: {err}", primary.addr);
                             self.view = None;
+                        }
+                        Ok(Reply::Err(KvError::SessionExpired { .. })) if attempts == 1 => {
+                            return Err(ClientError::SessionLost);
+                        }
+                        Ok(Reply::Err(err @ (KvError::SessionExpired { .. } | KvError::Deadline { .. })))
+                            if attempts > 1 =>
+                        {
+                            // An earlier attempt may have been applied.
+                            return Err(ClientError::Indeterminate {
+                                deadline: self.options.deadline,
+                                last: err.to_string(),
+                            });
                         }
                         Ok(Reply::Err(err)) => return Err(ClientError::Refused(err)),
                         Err(err) => {

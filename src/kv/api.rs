@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::sessions::Session;
+pub use super::store::Limits;
 use crate::view::Member;
 
 /// Client → primary: a [`Request`], answered with a [`Reply`].
@@ -19,32 +21,40 @@ pub enum Op {
     /// Read the value; absent keys read as `None`.
     Get {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Set the value.
     Put {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The new value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Append to the value (an absent key counts as empty).
     Append {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// What to append.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Store `decimal(fnv1a32(previous ++ value))`; reply with the previous value.
     PutHash {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// What to hash after the previous value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Remove the key; reply with the previous value.
     Delete {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
 }
@@ -79,6 +89,10 @@ pub struct Request {
     pub client: u64,
     /// The client's sequence number, one higher for each new operation; a retry repeats it.
     pub seq: u64,
+    /// When the client gives up, in ms since the Unix epoch (wall clock): a primary never
+    /// applies a request past it, so a retry queued behind a frozen primary cannot apply a
+    /// write a second time after its session expired.
+    pub deadline_ms: u64,
     /// What to do.
     pub op: Op,
 }
@@ -118,6 +132,41 @@ pub enum KvError {
         /// The newest sequence number seen from the client.
         last: u64,
     },
+    /// A retry of a write whose saved reply the duplicate table no longer holds: it may have
+    /// been applied, and is not applied again. Start a new session for the next request.
+    #[error("the session of client {client:x} no longer holds the outcome of its request {seq}; it may or may not have been applied")]
+    SessionExpired {
+        /// The client.
+        client: u64,
+        /// The request's sequence number.
+        seq: u64,
+    },
+    /// The request arrived after its client's deadline (or with a deadline further away than
+    /// the service's session TTL); never applied.
+    #[error("{reason}; not applied")]
+    Deadline {
+        /// Which.
+        reason: String,
+    },
+    /// Fewer servers than `min_copies` hold the write yet: it is applied on the primary and
+    /// will be confirmed once a backup is in sync; retry the same request.
+    #[error("not enough copies: {copies} of the {min_copies} required hold the write so far")]
+    NoReplicas {
+        /// Servers holding it.
+        copies: u32,
+        /// The service's `min_copies`.
+        min_copies: u32,
+    },
+}
+
+impl KvError {
+    /// Whether the same request may be sent again (to the same or a new primary).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            KvError::WrongServer { .. } | KvError::Unavailable { .. } | KvError::NoReplicas { .. }
+        )
+    }
 }
 
 /// The answer to a [`Request`].
@@ -170,24 +219,60 @@ pub struct TransferChunk {
     pub chunk: u64,
     /// Whether this is the last chunk: the backup installs the state on receiving it.
     pub last: bool,
-    /// Key/value pairs.
-    pub data: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Key/value pairs, packed: each is `[key length: u32 LE][value length: u32 LE][key]
+    /// [value]` (see [`pack_record`]).
+    #[serde(with = "serde_bytes")]
+    pub records: Vec<u8>,
     /// Part of the duplicate table.
     pub sessions: Vec<(u64, Session)>,
-    /// The service clock of the state and its next session sweep (see [`Entry::at_ms`]), so
-    /// the backup expires sessions exactly when the primary does.
-    pub clock: (u64, u64),
+    /// The service clock of the state (see [`Entry::at_ms`]), so the backup expires sessions
+    /// exactly when the primary does.
+    pub clock_ms: u64,
+    /// The service's limits: the backup applies entries under them, whatever its own
+    /// configuration says.
+    pub limits: Limits,
+    /// Keys in the whole state (for progress reports).
+    pub total_keys: u64,
 }
 
-/// A client's last request and its reply: what makes retries at-most-once.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Session {
-    /// The client's last sequence number.
-    pub seq: u64,
-    /// The reply to it, repeated for a retry.
-    pub reply: Reply,
-    /// When the client was last heard from (service clock, ms): idle sessions expire.
-    pub last_ms: u64,
+/// Append one record to a packed [`TransferChunk::records`] buffer.
+pub fn pack_record(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(value);
+}
+
+/// A packed records buffer that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed records in a transfer chunk at byte {at}")]
+pub struct BadRecords {
+    /// Where parsing stopped.
+    pub at: usize,
+}
+
+/// Split a packed records buffer into (key, value) pairs; fails on a truncated buffer.
+pub fn unpack_records(buf: &[u8]) -> Result<Vec<(&[u8], &[u8])>, BadRecords> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let length = |at: usize| -> Option<usize> {
+        let bytes: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
+        Some(u32::from_le_bytes(bytes) as usize)
+    };
+    while at < buf.len() {
+        let (Some(k), Some(v)) = (length(at), length(at + 4)) else {
+            return Err(BadRecords { at });
+        };
+        let key_at = at + 8;
+        let value_at = key_at.checked_add(k).ok_or(BadRecords { at })?;
+        let end = value_at.checked_add(v).ok_or(BadRecords { at })?;
+        if end > buf.len() {
+            return Err(BadRecords { at });
+        }
+        out.push((&buf[key_at..value_at], &buf[value_at..end]));
+        at = end;
+    }
+    Ok(out)
 }
 
 /// The backup's answer to a [`Forward`] or [`TransferChunk`].

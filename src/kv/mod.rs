@@ -1,21 +1,27 @@
 //! The kv servers: primary/backup replication following the monitors' view (design.md "The kv
 //! servers").
 //!
-//! A server pings the monitor group every ping interval and takes the role the view gives it.
-//! The primary applies each request under a short lock, gives it the next index in its order,
-//! and answers only once its backup has applied everything up to that index; a replication task
-//! streams the entries to the backup in index order, batching whatever accumulated while the
-//! previous batch was in flight. A new backup first receives the full state as of some index,
-//! then the entries after it. No lock is held across a network round trip.
+//! The rules live in a pure core, [`replica::Replica`]; `server.rs` and `replication.rs` are
+//! the I/O shell around it. A server pings the monitor group every ping interval and takes the
+//! role the view gives it. The primary applies each request under a short lock, gives it the
+//! next index in its order, and answers once `min_copies` servers hold it; a replication task
+//! sends a new backup an O(1) snapshot of the state in bounded chunks, then streams the entries
+//! after it in index order. No lock is held across a network round trip.
 
 pub mod api;
-mod backup;
-mod node;
-mod primary;
+mod data;
+pub mod replica;
+mod replication;
+mod server;
+mod sessions;
 mod store;
+mod transfer;
 
-pub use node::KvServer;
+pub use data::{Data, Record};
+pub use server::{wall_ms, KvServer};
+pub use sessions::{Lookup, SessionBounds, Sessions};
 pub use store::{fnv1a32, Limits, Store};
+pub use transfer::{Snapshot, MAX_CHUNK_BYTES};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,13 +42,16 @@ pub struct ServerConfig {
     pub addr: String,
     /// The monitors' addresses.
     pub monitors: Vec<String>,
-    /// Ping interval (and dead pings, unused here but kept with it).
+    /// Ping interval and dead pings.
     pub timings: Timings,
-    /// Value size limit and session expiry.
+    /// Value size limit and duplicate-table bounds (for a service this server starts).
     pub limits: Limits,
+    /// Servers that must hold a write before it is acknowledged: 2 (the default) means no
+    /// single crash loses an acknowledged write; 1 lets a lone primary acknowledge.
+    pub min_copies: u32,
     /// Deadline of one RPC to the backup or a monitor.
     pub rpc_timeout: Duration,
-    /// How long a client request may wait for the backup before the client is told to retry.
+    /// How long a client request may wait for its copies before the client is told to retry.
     pub confirm_timeout: Duration,
 }
 
@@ -55,9 +64,38 @@ impl ServerConfig {
             monitors,
             timings: Timings::default(),
             limits: Limits::default(),
+            min_copies: 2,
             rpc_timeout: Duration::from_secs(1),
             confirm_timeout: Duration::from_secs(2),
         }
+    }
+
+    /// Refuse settings the protocol cannot work with, naming the values.
+    pub fn validate(&self) -> Result<(), String> {
+        self.timings.validate()?;
+        if !(1..=2).contains(&self.min_copies) {
+            return Err(format!(
+                "min_copies must be 1 or 2 (a primary and its backup), not {}",
+                self.min_copies
+            ));
+        }
+        if self.limits.max_value == 0 {
+            return Err("max_value must be at least 1 byte".into());
+        }
+        if self.limits.max_sessions == 0 {
+            return Err("max_sessions must be at least 1".into());
+        }
+        if self.limits.session_ttl <= self.timings.dead_after() {
+            return Err(format!(
+                "session_ttl ({:?}) must be longer than dead_pings x ping_interval ({:?})",
+                self.limits.session_ttl,
+                self.timings.dead_after()
+            ));
+        }
+        if self.rpc_timeout.is_zero() || self.confirm_timeout.is_zero() {
+            return Err("RPC and confirmation timeouts must be longer than zero".into());
+        }
+        Ok(())
     }
 }
 
@@ -71,11 +109,12 @@ pub async fn run(
 ) {
     let monitors = MonitorClient::new(rpc.clone(), config.monitors.clone(), config.rpc_timeout);
     let server = Arc::new(KvServer::new(config, rpc, monitors));
+    let me = server.me();
     tracing::info!(
         "kv server {} (incarnation {:x}) listening on {}",
-        server.me().id,
-        server.me().incarnation,
-        server.me().addr
+        me.id,
+        me.incarnation,
+        me.addr
     );
     let pinger = tokio::spawn(server.clone().ping_loop());
     serve(listener, server.clone(), shutdown).await;

@@ -1,11 +1,15 @@
 //! The replicated state: keys and values plus the duplicate table, changed only by
 //! [`Store::apply`]. Deterministic: the same requests at the same times give the same state on
-//! the primary and the backup.
+//! the primary and the backup — the limits included, which are the service's and travel with
+//! the state, not each server's own.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use super::api::{KvError, Op, Reply, Request, Session};
+use serde::{Deserialize, Serialize};
+
+use super::api::{KvError, Op, Reply, Request};
+use super::data::{Data, Record};
+use super::sessions::{Lookup, Session, SessionBounds, Sessions};
 
 /// FNV-1a, 32 bits: the hash of PutHash (seed 000).
 pub fn fnv1a32(bytes: &[u8]) -> u32 {
@@ -14,13 +18,19 @@ pub fn fnv1a32(bytes: &[u8]) -> u32 {
     })
 }
 
-/// Size limits and session expiry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Size limits and the duplicate table's bounds. The first primary's limits become the
+/// service's: they travel with the state and govern every later primary and backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Largest key, and largest value (also after an Append or PutHash).
     pub max_value: usize,
-    /// A client not heard from for this long is forgotten with its duplicate entry.
+    /// A client not heard from for this long is forgotten with its duplicate entry. Must be
+    /// longer than any client's deadline.
     pub session_ttl: Duration,
+    /// Most sessions holding a saved reply; the oldest reply is dropped beyond it.
+    pub max_sessions: usize,
+    /// Most bytes of saved replies; the oldest reply is dropped beyond it.
+    pub max_session_bytes: usize,
 }
 
 impl Default for Limits {
@@ -28,23 +38,31 @@ impl Default for Limits {
         Limits {
             max_value: 8 << 20,
             session_ttl: Duration::from_secs(600),
+            max_sessions: 100_000,
+            max_session_bytes: 64 << 20,
         }
     }
 }
 
-/// Keys, values and sessions.
-#[derive(Clone, Debug, Default)]
+impl Limits {
+    fn session_bounds(&self) -> SessionBounds {
+        SessionBounds {
+            ttl_ms: self.session_ttl.as_millis() as u64,
+            max_sessions: self.max_sessions,
+            max_bytes: self.max_session_bytes,
+        }
+    }
+}
+
+/// Keys, values and sessions, with the service clock and limits. Cloning is O(1).
+#[derive(Clone, Debug)]
 pub struct Store {
     /// The data.
-    data: HashMap<Vec<u8>, Vec<u8>>,
-    /// Sum of key and value lengths, for status.
-    bytes: usize,
-    /// Last request and reply per client.
-    sessions: HashMap<u64, Session>,
-    /// Limits; not part of the replicated state (each server is configured).
+    data: Data,
+    /// Last write and reply per client.
+    sessions: Sessions,
+    /// The service's limits (see [`Limits`]).
     limits: Limits,
-    /// The next time (ms) idle sessions are swept.
-    next_sweep_ms: u64,
     /// The service clock: the latest entry time stamp applied (ms). Replicated with the state,
     /// so a new primary continues it instead of starting from its own clock.
     clock_ms: u64,
@@ -59,65 +77,50 @@ fn too_large(what: &str, size: usize, limits: &Limits) -> Reply {
 }
 
 impl Store {
-    /// An empty store.
+    /// An empty store governed by `limits`.
     pub fn new(limits: Limits) -> Store {
         Store {
+            data: Data::default(),
+            sessions: Sessions::new(limits.session_bounds()),
             limits,
-            ..Store::default()
+            clock_ms: 0,
         }
     }
 
-    /// Apply a request at time `at_ms`: a repeat gets the saved reply, a new one is executed and
-    /// its reply saved.
+    /// Apply a request at time `at_ms`. Reads just run. A write's repeat gets the saved reply,
+    /// an older one is refused as stale, a new one is executed and its reply saved.
     pub fn apply(&mut self, request: &Request, at_ms: u64) -> Reply {
         // The service clock never goes back, whatever the stamp says.
         self.clock_ms = self.clock_ms.max(at_ms);
-        let at_ms = self.clock_ms;
-        self.sweep(at_ms);
-        if let Some(session) = self.sessions.get_mut(&request.client) {
-            session.last_ms = at_ms;
-            if request.seq == session.seq {
-                return session.reply.clone();
-            }
-            if request.seq < session.seq {
-                return Reply::Err(KvError::Stale {
-                    client: request.client,
-                    seq: request.seq,
-                    last: session.seq,
-                });
-            }
+        let now = self.clock_ms;
+        self.sessions.expire(now);
+        if let Op::Get { key } = &request.op {
+            return Reply::Ok(self.data.get(key).map(<[u8]>::to_vec));
         }
-        let reply = self.execute(&request.op);
-        self.sessions.insert(
-            request.client,
-            Session {
+        match self.sessions.lookup(request.client, request.seq, now) {
+            Lookup::Repeat(reply) => reply,
+            Lookup::Evicted => Reply::Err(KvError::SessionExpired {
+                client: request.client,
                 seq: request.seq,
-                reply: reply.clone(),
-                last_ms: at_ms,
-            },
-        );
-        reply
-    }
-
-    /// Forget sessions idle for longer than the TTL; runs at most ten times per TTL.
-    fn sweep(&mut self, at_ms: u64) {
-        if at_ms < self.next_sweep_ms {
-            return;
+            }),
+            Lookup::Stale { last } => Reply::Err(KvError::Stale {
+                client: request.client,
+                seq: request.seq,
+                last,
+            }),
+            Lookup::Full => Reply::Err(KvError::Unavailable {
+                reason: format!(
+                    "the duplicate table is full ({} sessions); retry later",
+                    self.sessions.len()
+                ),
+            }),
+            Lookup::New => {
+                let reply = self.execute(&request.op);
+                self.sessions
+                    .record(request.client, request.seq, reply.clone(), now);
+                reply
+            }
         }
-        let ttl = self.limits.session_ttl.as_millis() as u64;
-        self.sessions
-            .retain(|_, s| at_ms.saturating_sub(s.last_ms) <= ttl);
-        self.next_sweep_ms = at_ms + (ttl / 10).max(1);
-    }
-
-    fn set(&mut self, key: &[u8], value: Vec<u8>) -> Option<Vec<u8>> {
-        self.bytes += value.len();
-        let previous = self.data.insert(key.to_vec(), value);
-        match &previous {
-            Some(old) => self.bytes -= old.len(),
-            None => self.bytes += key.len(),
-        }
-        previous
     }
 
     fn execute(&mut self, op: &Op) -> Reply {
@@ -128,35 +131,28 @@ impl Store {
         if let Some(value) = op.value().filter(|v| v.len() > limits.max_value) {
             return too_large("value", value.len(), &limits);
         }
+        let previous = |r: Option<Record>| r.map(|r| r.value().to_vec());
         match op {
-            Op::Get { key } => Reply::Ok(self.data.get(key).cloned()),
+            Op::Get { key } => Reply::Ok(self.data.get(key).map(<[u8]>::to_vec)),
             Op::Put { key, value } => {
-                self.set(key, value.clone());
+                self.data.set(key, value);
                 Reply::Ok(None)
             }
             Op::Append { key, value } => {
-                let old = self.data.get(key).map_or(0, Vec::len);
-                if old + value.len() > limits.max_value {
-                    return too_large("resulting value", old + value.len(), &limits);
+                let old = self.data.get(key).unwrap_or_default();
+                if old.len() + value.len() > limits.max_value {
+                    return too_large("resulting value", old.len() + value.len(), &limits);
                 }
-                let mut new = self.data.get(key).cloned().unwrap_or_default();
-                new.extend_from_slice(value);
-                self.set(key, new);
+                let new = [old, value].concat();
+                self.data.set(key, &new);
                 Reply::Ok(None)
             }
             Op::PutHash { key, value } => {
-                let mut input = self.data.get(key).cloned().unwrap_or_default();
-                input.extend_from_slice(value);
-                let hash = fnv1a32(&input).to_string().into_bytes();
-                Reply::Ok(self.set(key, hash))
+                let old = self.data.get(key).unwrap_or_default();
+                let hash = fnv1a32(&[old, value].concat()).to_string();
+                Reply::Ok(previous(self.data.set(key, hash.as_bytes())))
             }
-            Op::Delete { key } => {
-                let previous = self.data.remove(key);
-                if let Some(old) = &previous {
-                    self.bytes -= key.len() + old.len();
-                }
-                Reply::Ok(previous)
-            }
+            Op::Delete { key } => Reply::Ok(previous(self.data.remove(key))),
         }
     }
 
@@ -165,48 +161,41 @@ impl Store {
         self.clock_ms
     }
 
-    /// The service clock and the time of the next session sweep, as a transfer carries them.
-    pub fn clock(&self) -> (u64, u64) {
-        (self.clock_ms, self.next_sweep_ms)
+    /// The service's limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
-    /// Number of keys.
-    pub fn keys(&self) -> usize {
-        self.data.len()
+    /// The keys and values.
+    pub fn data(&self) -> &Data {
+        &self.data
     }
 
-    /// Bytes of keys and values.
-    pub fn bytes(&self) -> usize {
-        self.bytes
+    /// The duplicate table.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
-    /// Every key/value pair, for a state transfer.
-    pub fn data(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
-        self.data.iter()
-    }
-
-    /// The duplicate table, for a state transfer.
-    pub fn sessions(&self) -> Vec<(u64, Session)> {
-        self.sessions
-            .iter()
-            .map(|(client, session)| (*client, session.clone()))
-            .collect()
-    }
-
-    /// A store holding exactly the transferred state.
-    pub fn from_transfer(
-        limits: Limits,
-        data: Vec<(Vec<u8>, Vec<u8>)>,
-        sessions: Vec<(u64, Session)>,
-        clock: (u64, u64),
-    ) -> Store {
-        let mut store = Store::new(limits);
-        for (key, value) in data {
-            store.set(&key, value);
+    /// An empty store to receive a transfer into: the sender's limits and clock.
+    pub fn receiving(limits: Limits, clock_ms: u64) -> Store {
+        Store {
+            clock_ms,
+            ..Store::new(limits)
         }
-        store.sessions = sessions.into_iter().collect();
-        (store.clock_ms, store.next_sweep_ms) = clock;
-        store
+    }
+
+    /// Add transferred records and sessions (see [`Store::receiving`]).
+    pub fn extend(
+        &mut self,
+        records: impl IntoIterator<Item = Record>,
+        sessions: impl IntoIterator<Item = (u64, Session)>,
+    ) {
+        for record in records {
+            self.data.insert(record);
+        }
+        for (client, session) in sessions {
+            self.sessions.insert(client, session);
+        }
     }
 }
 
@@ -215,13 +204,25 @@ mod tests {
     use super::*;
 
     fn req(client: u64, seq: u64, op: Op) -> Request {
-        Request { client, seq, op }
+        Request {
+            client,
+            seq,
+            deadline_ms: u64::MAX,
+            op,
+        }
     }
 
     fn put_hash(value: &str) -> Op {
         Op::PutHash {
             key: b"k".to_vec(),
             value: value.as_bytes().to_vec(),
+        }
+    }
+
+    fn put(key: &[u8], value: &[u8]) -> Op {
+        Op::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
         }
     }
 
@@ -242,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_request_gets_the_saved_reply_and_is_not_reapplied() {
+    fn a_repeated_write_gets_the_saved_reply_and_is_not_reapplied() {
         let mut store = Store::new(Limits::default());
         let first = store.apply(&req(7, 1, put_hash("x")), 0);
         let again = store.apply(&req(7, 1, put_hash("x")), 5);
@@ -269,29 +270,57 @@ mod tests {
     }
 
     #[test]
-    fn sizes_are_limited_and_counted() {
+    fn reads_are_not_saved_in_the_duplicate_table() {
+        let mut store = Store::new(Limits::default());
+        store.apply(&req(1, 1, Op::Get { key: b"k".to_vec() }), 0);
+        assert!(store.sessions().is_empty());
+        store.apply(&req(1, 2, put(b"k", b"v")), 0);
+        let read = store.apply(&req(1, 3, Op::Get { key: b"k".to_vec() }), 0);
+        assert_eq!(read, Reply::Ok(Some(b"v".to_vec())));
+        assert_eq!(store.sessions().len(), 1);
+    }
+
+    #[test]
+    fn a_retry_after_eviction_is_refused_never_applied_twice() {
         let limits = Limits {
-            max_value: 4,
-            session_ttl: Duration::from_secs(60),
+            max_sessions: 1,
+            ..Limits::default()
         };
         let mut store = Store::new(limits);
-        let put = |seq, v: &[u8]| {
+        let append = |client, seq| {
             req(
-                1,
+                client,
                 seq,
-                Op::Put {
-                    key: b"k".to_vec(),
-                    value: v.to_vec(),
+                Op::Append {
+                    key: b"a".to_vec(),
+                    value: b"z".to_vec(),
                 },
             )
         };
+        store.apply(&append(1, 1), 0);
+        store.apply(&append(2, 1), 1);
+        assert_eq!(
+            store.apply(&append(1, 1), 2),
+            Reply::Err(KvError::SessionExpired { client: 1, seq: 1 })
+        );
+        assert_eq!(store.data().get(b"a"), Some(&b"zz"[..]));
+    }
+
+    #[test]
+    fn sizes_are_limited_and_counted() {
+        let limits = Limits {
+            max_value: 4,
+            ..Limits::default()
+        };
+        let mut store = Store::new(limits);
+        let put = |seq, v: &[u8]| req(1, seq, put(b"k", v));
         assert!(matches!(
             store.apply(&put(1, b"12345"), 0),
             Reply::Err(KvError::TooLarge { .. })
         ));
-        assert_eq!(store.keys(), 0);
+        assert_eq!(store.data().len(), 0);
         assert_eq!(store.apply(&put(2, b"123"), 0), Reply::Ok(None));
-        assert_eq!(store.bytes(), 4);
+        assert_eq!(store.data().bytes(), 4);
         let append = req(
             1,
             3,
@@ -306,68 +335,42 @@ mod tests {
         ));
         let delete = req(1, 4, Op::Delete { key: b"k".to_vec() });
         assert_eq!(store.apply(&delete, 0), Reply::Ok(Some(b"123".to_vec())));
-        assert_eq!((store.keys(), store.bytes()), (0, 0));
+        assert_eq!((store.data().len(), store.data().bytes()), (0, 0));
     }
 
     #[test]
-    fn idle_sessions_expire_deterministically() {
+    fn idle_sessions_expire_on_the_service_clock() {
         let limits = Limits {
-            max_value: 100,
             session_ttl: Duration::from_millis(1000),
+            ..Limits::default()
         };
-        let mut a = Store::new(limits);
-        let mut b = Store::new(limits);
-        let get = |client, seq| req(client, seq, Op::Get { key: b"k".to_vec() });
-        for store in [&mut a, &mut b] {
-            store.apply(&get(1, 1), 0);
-            store.apply(&get(2, 1), 900);
-            store.apply(&get(2, 2), 1500);
-        }
-        assert_eq!(a.sessions().len(), 1, "client 1 was idle for over the TTL");
-        let mut sa = a.sessions();
-        let mut sb = b.sessions();
-        sa.sort_by_key(|s| s.0);
-        sb.sort_by_key(|s| s.0);
-        assert_eq!(sa, sb);
+        let mut store = Store::new(limits);
+        store.apply(&req(1, 1, put(b"k", b"1")), 0);
+        store.apply(&req(2, 1, put(b"k", b"2")), 900);
+        store.apply(&req(2, 2, put(b"k", b"3")), 1500);
+        assert_eq!(store.sessions().len(), 1, "client 1 was idle for over the TTL");
+        // A stamp from the past neither winds the clock back nor revives anything.
+        store.apply(&req(3, 1, put(b"k", b"4")), 10);
+        assert_eq!(store.clock_ms(), 1500);
     }
 
     #[test]
     fn a_transfer_reproduces_the_state() {
         let mut store = Store::new(Limits::default());
         store.apply(&req(1, 1, put_hash("a")), 0);
-        store.apply(
-            &req(
-                1,
-                2,
-                Op::Put {
-                    key: b"x".to_vec(),
-                    value: b"y".to_vec(),
-                },
-            ),
-            0,
+        store.apply(&req(1, 2, put(b"x", b"y")), 3);
+        let mut copy = Store::receiving(store.limits(), store.clock_ms());
+        copy.extend(
+            store.data().after(None).cloned(),
+            store.sessions().iter().map(|(c, s)| (*c, s.clone())),
         );
-        let data = store.data().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let copy = Store::from_transfer(Limits::default(), data, store.sessions(), store.clock());
-        assert_eq!(copy.clock(), store.clock());
-        assert_eq!((copy.keys(), copy.bytes()), (store.keys(), store.bytes()));
-        let mut copy = copy;
+        assert_eq!(copy.clock_ms(), 3);
         assert_eq!(
-            copy.apply(
-                &req(
-                    1,
-                    2,
-                    Op::Put {
-                        key: b"x".to_vec(),
-                        value: b"y".to_vec()
-                    }
-                ),
-                1
-            ),
-            Reply::Ok(None)
+            (copy.data().len(), copy.data().bytes()),
+            (store.data().len(), store.data().bytes())
         );
-        assert_eq!(
-            copy.apply(&req(2, 1, Op::Get { key: b"x".to_vec() }), 1),
-            Reply::Ok(Some(b"y".to_vec()))
-        );
+        assert_eq!(copy.apply(&req(1, 2, put(b"x", b"y")), 4), Reply::Ok(None));
+        assert_eq!(copy.data().get(b"x"), Some(&b"y"[..]));
+        assert_eq!(copy.sessions().len(), 1);
     }
 }

@@ -80,7 +80,7 @@ impl Recorder {
             Err(ClientError::Indeterminate { .. }) => {
                 self.push(Operation::unknown(who, call, invoke))
             }
-            Err(ClientError::Refused(err)) => {
+            Err(err @ (ClientError::Refused(_) | ClientError::SessionLost)) => {
                 let text = format!("{call}: {err}");
                 match self.refused.lock() {
                     Ok(mut r) => r.push(text),

@@ -28,6 +28,31 @@ impl Timings {
     pub fn dead_after(&self) -> Duration {
         self.ping_interval * self.dead_pings
     }
+
+    /// Refuse timings the protocol cannot work with: a zero interval (pings in a busy loop), a
+    /// zero or single dead-ping count (one late ping would be a death), an interval under 1 ms
+    /// or over a minute.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ping_interval < Duration::from_millis(1) {
+            return Err(format!(
+                "ping_interval must be at least 1ms, not {:?}",
+                self.ping_interval
+            ));
+        }
+        if self.ping_interval > Duration::from_secs(60) {
+            return Err(format!(
+                "ping_interval must be at most 60s, not {:?}",
+                self.ping_interval
+            ));
+        }
+        if self.dead_pings < 2 {
+            return Err(format!(
+                "dead_pings must be at least 2 (one late ping is not a death), not {}",
+                self.dead_pings
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The last ping heard from a server: the leader's soft state, never logged.

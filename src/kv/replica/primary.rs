@@ -1,0 +1,238 @@
+//! The primary's rules: ordering client requests, the copies a reply waits for, and what the
+//! replication task may send and learns back.
+
+use std::time::Instant;
+
+use super::{Effect, PrimaryRole, Replica, Role};
+use crate::kv::api::{Entry, KvError, Op, Reply, Request};
+use crate::kv::transfer::Snapshot;
+
+/// Most entries in one forward.
+const MAX_BATCH_ENTRIES: usize = 1024;
+/// Most key and value bytes in one forward.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// What becomes of a client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Submit {
+    /// Answer now.
+    Reply(Reply),
+    /// Applied as entry `index`: answer `reply` once [`super::Progress::confirmed`] reaches it,
+    /// or give up if the epoch moves on.
+    Wait {
+        /// The entry's index.
+        index: u64,
+        /// The epoch it was applied in.
+        epoch: u64,
+        /// The outcome to answer with once confirmed.
+        reply: Reply,
+    },
+}
+
+/// Why the replication task of a view must stop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The view changed (or we are no longer its primary): a new task takes over.
+    ViewChanged,
+}
+
+/// What the replication task does after the backup's answer to a forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    /// Keep streaming entries.
+    Stream,
+    /// The backup lost entries it had confirmed: send the whole state again.
+    Transfer,
+}
+
+impl Replica {
+    fn primary_of(&mut self, view: u64) -> Result<&mut PrimaryRole, Stop> {
+        match &mut self.role {
+            Role::Primary(p) if self.view.num == view => Ok(p),
+            _ => Err(Stop::ViewChanged),
+        }
+    }
+
+    /// Serve a client request at `now` (monotonic) and `wall_ms` (the wall clock, for the
+    /// client's deadline).
+    pub fn on_request(&mut self, request: Request, now: Instant, wall_ms: u64) -> Submit {
+        let view = self.view.num;
+        let holds_state = self.holds_state;
+        let ttl_ms = self.store.limits().session_ttl.as_millis() as u64;
+        let Role::Primary(p) = &mut self.role else {
+            return Submit::Reply(Reply::Err(KvError::WrongServer { view }));
+        };
+        if !holds_state || p.fenced {
+            return Submit::Reply(Reply::Err(KvError::WrongServer { view }));
+        }
+        if wall_ms > request.deadline_ms {
+            return Submit::Reply(Reply::Err(KvError::Deadline {
+                reason: format!(
+                    "the request arrived {} ms after its client's deadline",
+                    wall_ms - request.deadline_ms
+                ),
+            }));
+        }
+        if request.deadline_ms.saturating_sub(wall_ms) > ttl_ms {
+            return Submit::Reply(Reply::Err(KvError::Deadline {
+                reason: format!(
+                    "the client's deadline is {} ms away, longer than the service's session TTL of {ttl_ms} ms",
+                    request.deadline_ms - wall_ms
+                ),
+            }));
+        }
+        let at_ms = p.clock.now_ms(now).max(self.store.clock_ms());
+        let is_read = matches!(request.op, Op::Get { .. });
+        if is_read && !p.synced {
+            // No other server can be made primary while our backup is not in sync (only a
+            // ready backup is promoted), so our state is the service's: answer alone.
+            return Submit::Reply(self.store.apply(&request, at_ms));
+        }
+        let reply = self.store.apply(&request, at_ms);
+        self.index += 1;
+        let index = self.index;
+        if self.view.backup.is_some() {
+            p.unconfirmed.push_back(Entry {
+                index,
+                at_ms,
+                request,
+            });
+        }
+        self.settle_unreplicated();
+        Submit::Wait {
+            index,
+            epoch: self.progress.epoch,
+            reply,
+        }
+    }
+
+    /// Without a backup, entries are as replicated as they will ever be — enough only if one
+    /// copy is.
+    pub(super) fn settle_unreplicated(&mut self) {
+        if self.view.backup.is_none() && self.settings.min_copies <= 1 {
+            self.progress.confirmed = self.progress.confirmed.max(self.index);
+        }
+    }
+
+    /// Why a request still waits for confirmation (after the confirmation timeout).
+    pub fn unconfirmed_error(&self) -> KvError {
+        let synced = matches!(&self.role, Role::Primary(p) if p.synced);
+        if self.settings.min_copies > 1 && !synced {
+            return KvError::NoReplicas {
+                copies: 1,
+                min_copies: self.settings.min_copies,
+            };
+        }
+        KvError::Unavailable {
+            reason: "the backup has not confirmed the operation yet".into(),
+        }
+    }
+
+    /// The replication task of `view` starts a transfer: an O(1) snapshot of the state as of
+    /// the current index. Entries up to it need not be streamed any more.
+    pub fn begin_transfer(
+        &mut self,
+        view: u64,
+        attempt: u64,
+        now: Instant,
+    ) -> Result<Snapshot, Stop> {
+        let index = self.index;
+        let p = self.primary_of(view)?;
+        p.unconfirmed.clear();
+        p.backup_applied = 0;
+        p.stalled_since.get_or_insert(now);
+        Ok(Snapshot::new(
+            view,
+            self.me.clone(),
+            index,
+            attempt,
+            self.store.clone(),
+        ))
+    }
+
+    /// A message to the backup is about to go out at `now`.
+    pub fn sending(&mut self, view: u64, now: Instant) -> Result<(), Stop> {
+        self.primary_of(view)?.stalled_since.get_or_insert(now);
+        Ok(())
+    }
+
+    /// The backup accepted a transfer chunk: progress.
+    pub fn chunk_accepted(&mut self, view: u64) -> Result<(), Stop> {
+        self.primary_of(view)?.stalled_since = None;
+        Ok(())
+    }
+
+    /// A message to the backup failed or was answered "retry" at `now`.
+    pub fn replication_failed(&mut self, view: u64, now: Instant) -> Result<(), Stop> {
+        self.primary_of(view)?.stalled_since.get_or_insert(now);
+        Ok(())
+    }
+
+    /// The backup installed the state as of `index`: it is in sync.
+    pub fn transfer_installed(&mut self, view: u64, index: u64) -> Result<Vec<Effect>, Stop> {
+        let p = self.primary_of(view)?;
+        p.synced = true;
+        p.backup_applied = index;
+        p.stalled_since = None;
+        tracing::info!(
+            "{}: the backup holds the state as of entry {index}",
+            self.me.id
+        );
+        self.progress.confirmed = self.progress.confirmed.max(index);
+        Ok(vec![Effect::PingNow])
+    }
+
+    /// Entries after `applied` for the backup, up to the batch limits.
+    pub fn next_batch(&mut self, view: u64, applied: u64) -> Result<Vec<Entry>, Stop> {
+        let p = self.primary_of(view)?;
+        while p.unconfirmed.front().is_some_and(|e| e.index <= applied) {
+            p.unconfirmed.pop_front();
+        }
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        for entry in &p.unconfirmed {
+            let size =
+                entry.request.op.key().len() + entry.request.op.value().map_or(0, <[u8]>::len);
+            if !batch.is_empty()
+                && (batch.len() >= MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES)
+            {
+                break;
+            }
+            bytes += size;
+            batch.push(entry.clone());
+        }
+        Ok(batch)
+    }
+
+    /// The backup says it holds every entry up to `applied`.
+    pub fn backup_applied(&mut self, view: u64, applied: u64) -> Result<NextStep, Stop> {
+        let id = self.me.id.clone();
+        let p = self.primary_of(view)?;
+        p.stalled_since = None;
+        if applied < p.backup_applied {
+            // It lost entries it had confirmed: never count on it again without a fresh
+            // transfer.
+            tracing::error!(
+                "{id}: the backup went back from entry {} to {applied}; sending the state again",
+                p.backup_applied
+            );
+            return Ok(NextStep::Transfer);
+        }
+        p.backup_applied = applied;
+        self.progress.confirmed = self.progress.confirmed.max(applied);
+        Ok(NextStep::Stream)
+    }
+
+    /// The backup refused us: in its view we are not the primary. Stop serving until our own
+    /// view changes.
+    pub fn backup_refused(&mut self, view: u64, reason: &str) -> Result<(), Stop> {
+        let id = self.me.id.clone();
+        let p = self.primary_of(view)?;
+        tracing::warn!(
+            "{id}: the backup refused us in view {view}: {reason}; not serving until the view changes"
+        );
+        p.fenced = true;
+        self.progress.epoch += 1;
+        Ok(())
+    }
+}

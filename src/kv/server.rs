@@ -1,0 +1,221 @@
+//! The kv server's I/O shell around the pure [`Replica`]: the ping loop, the HTTP handler,
+//! waiting for confirmations, and running the effects the core asks for.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::api::{Forward, KvError, Reply, Request, TransferChunk, FORWARD, REQUEST, STATUS};
+use super::api::TRANSFER;
+use super::replica::{Effect, Progress, Replica, Settings, Submit};
+use super::{replication, ServerConfig};
+use crate::monitor::MonitorClient;
+use crate::net::{bad_request, bincode_reply, decode, json_reply, not_found, Handler};
+use crate::net::{HttpRequest, HttpResponse, RpcClient};
+use crate::view::Member;
+
+/// A running kv server.
+pub struct KvServer {
+    /// Settings.
+    pub(super) config: ServerConfig,
+    /// Sends forwards and transfers.
+    pub(super) rpc: RpcClient,
+    /// Pings go through it.
+    monitors: MonitorClient,
+    /// The rules and state, behind one short-held lock (never across an `.await`).
+    replica: Mutex<Replica>,
+    /// The replica's progress, published after every event for waiting client requests.
+    progress: watch::Sender<Progress>,
+    /// Wakes the replication task when entries are waiting to be sent.
+    pub(super) wake_replication: Notify,
+    /// Wakes the ping loop early.
+    wake_pinger: Notify,
+    /// The replication task of the current view, if we are primary with a backup.
+    replication: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// The wall clock in ms since the Unix epoch (for client deadlines).
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl KvServer {
+    /// A new, idle, empty server with a random incarnation.
+    pub fn new(config: ServerConfig, rpc: RpcClient, monitors: MonitorClient) -> KvServer {
+        let me = Member {
+            id: config.id.clone(),
+            addr: config.addr.clone(),
+            incarnation: rand::random(),
+        };
+        let settings = Settings {
+            timings: config.timings,
+            limits: config.limits,
+            min_copies: config.min_copies,
+        };
+        KvServer {
+            replica: Mutex::new(Replica::new(me, settings)),
+            config,
+            rpc,
+            monitors,
+            progress: watch::channel(Progress::default()).0,
+            wake_replication: Notify::new(),
+            wake_pinger: Notify::new(),
+            replication: Mutex::new(None),
+        }
+    }
+
+    /// This server as a view member.
+    pub fn me(&self) -> Member {
+        lock(&self.replica).me().clone()
+    }
+
+    /// Run `event` on the replica under its lock, then publish its progress.
+    pub(super) fn with_replica<T>(&self, event: impl FnOnce(&mut Replica) -> T) -> T {
+        let mut replica = lock(&self.replica);
+        let out = event(&mut replica);
+        let progress = replica.progress();
+        self.progress.send_if_modified(|p| {
+            let changed = *p != progress;
+            *p = progress;
+            changed
+        });
+        out
+    }
+
+    /// Carry out what the replica asked for.
+    pub(super) fn run_effects(self: &Arc<Self>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::PingNow => self.wake_pinger.notify_one(),
+                Effect::StopReplication => self.stop_replication(),
+                Effect::Replicate(view) => {
+                    self.stop_replication();
+                    let task = tokio::spawn(replication::run(self.clone(), view));
+                    *lock(&self.replication) = Some(task);
+                }
+            }
+        }
+    }
+
+    fn stop_replication(&self) {
+        if let Some(task) = lock(&self.replication).take() {
+            task.abort();
+        }
+    }
+
+    /// Ask the ping loop to ping now.
+    pub(super) fn ping_soon(&self) {
+        self.wake_pinger.notify_one();
+    }
+
+    /// Ping the monitors every interval (or sooner when woken) and follow the view.
+    pub async fn ping_loop(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(self.config.timings.ping_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = self.wake_pinger.notified() => {}
+            }
+            let ping = self.with_replica(|r| r.ping(Instant::now()));
+            match self.monitors.ping(&ping).await {
+                Ok(view) => {
+                    let effects = self.with_replica(|r| r.on_view(view, Instant::now()));
+                    self.run_effects(effects);
+                }
+                Err(err) => tracing::debug!("ping failed: {err}"),
+            }
+        }
+    }
+
+    /// Serve a client request: apply it here, then wait until enough servers hold it.
+    pub async fn execute(&self, request: Request) -> Reply {
+        let mut progress = self.progress.subscribe();
+        let submitted = self.with_replica(|r| r.on_request(request, Instant::now(), wall_ms()));
+        let (index, epoch, reply) = match submitted {
+            Submit::Reply(reply) => return reply,
+            Submit::Wait {
+                index,
+                epoch,
+                reply,
+            } => (index, epoch, reply),
+        };
+        self.wake_replication.notify_one();
+        let confirmed = async {
+            progress
+                .wait_for(|p| p.confirmed >= index || p.epoch != epoch)
+                .await
+                .map(|p| *p)
+        };
+        match tokio::time::timeout(self.config.confirm_timeout, confirmed).await {
+            Ok(Ok(p)) if p.confirmed >= index && p.epoch == epoch => reply,
+            Ok(_) => Reply::Err(KvError::WrongServer {
+                view: self.with_replica(|r| r.view().num),
+            }),
+            Err(_) => Reply::Err(self.with_replica(|r| r.unconfirmed_error())),
+        }
+    }
+
+    fn on_forward(&self, forward: Forward) -> super::api::StreamReply {
+        let (reply, effects) = self.with_replica(|r| r.on_forward(forward));
+        if effects.contains(&Effect::PingNow) {
+            self.ping_soon();
+        }
+        reply
+    }
+
+    fn on_transfer(&self, chunk: TransferChunk) -> super::api::StreamReply {
+        let (reply, effects) = self.with_replica(|r| r.on_transfer(chunk));
+        if effects.contains(&Effect::PingNow) {
+            self.ping_soon();
+        }
+        reply
+    }
+
+    /// Stop everything (the server is shutting down).
+    pub async fn stop(&self) {
+        let task = lock(&self.replication).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// The JSON status document.
+    pub fn status(&self) -> serde_json::Value {
+        self.with_replica(|r| r.status())
+    }
+}
+
+impl Handler for KvServer {
+    async fn handle(&self, request: HttpRequest) -> HttpResponse {
+        let path = request.uri().path().to_string();
+        match path.as_str() {
+            REQUEST => match decode::<Request>(request.body()) {
+                Ok(req) => bincode_reply(&self.execute(req).await),
+                Err(err) => bad_request(err),
+            },
+            FORWARD => match decode::<Forward>(request.body()) {
+                Ok(forward) => bincode_reply(&self.on_forward(forward)),
+                Err(err) => bad_request(err),
+            },
+            TRANSFER => match decode::<TransferChunk>(request.body()) {
+                Ok(chunk) => bincode_reply(&self.on_transfer(chunk)),
+                Err(err) => bad_request(err),
+            },
+            STATUS => json_reply(&self.status()),
+            _ => not_found(&path),
+        }
+    }
+}

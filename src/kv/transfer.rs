@@ -1,0 +1,125 @@
+//! A state transfer's source: an O(1) snapshot of the primary's store, cut lazily into chunks
+//! of bounded size while the primary keeps serving.
+
+use super::api::{pack_record, Session, TransferChunk};
+use super::store::Store;
+use crate::view::Member;
+
+/// Most key and value bytes in one transfer chunk.
+pub const MAX_CHUNK_BYTES: usize = 4 << 20;
+
+/// Bytes a session takes in a transfer, roughly.
+fn session_size(session: &Session) -> usize {
+    32 + match &session.reply {
+        Some(crate::kv::api::Reply::Ok(value)) => value.as_ref().map_or(0, Vec::len),
+        Some(crate::kv::api::Reply::Err(_)) => 64,
+        None => 0,
+    }
+}
+
+/// Where the next chunk starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Cursor {
+    /// Records after this key (from the first if `None`).
+    Records(Option<Vec<u8>>),
+    /// Sessions after this client (from the first if `None`).
+    Sessions(Option<u64>),
+    /// Every chunk was produced.
+    Done,
+}
+
+/// The state as of one index, and the chunks cut from it so far.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The view whose primary sends it.
+    view: u64,
+    /// The primary.
+    primary: Member,
+    /// The state holds every entry up to this index.
+    index: u64,
+    /// This attempt's random id.
+    attempt: u64,
+    /// The state (shares structure with the live store).
+    store: Store,
+    /// The next chunk's number.
+    next_chunk: u64,
+    /// Where the next chunk starts.
+    cursor: Cursor,
+}
+
+impl Snapshot {
+    /// A transfer of `store` as of `index`.
+    pub fn new(view: u64, primary: Member, index: u64, attempt: u64, store: Store) -> Snapshot {
+        Snapshot {
+            view,
+            primary,
+            index,
+            attempt,
+            store,
+            next_chunk: 0,
+            cursor: Cursor::Records(None),
+        }
+    }
+
+    /// The index the state is as of.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Keys in the state.
+    pub fn keys(&self) -> usize {
+        self.store.data().len()
+    }
+
+    /// The next chunk, or `None` after the last one.
+    pub fn next_chunk(&mut self) -> Option<TransferChunk> {
+        if self.cursor == Cursor::Done {
+            return None;
+        }
+        let mut records = Vec::new();
+        let mut sessions = Vec::new();
+        let mut bytes = 0;
+        if let Cursor::Records(after) = &self.cursor {
+            let mut next = Cursor::Sessions(None);
+            let mut last: Option<&[u8]> = None;
+            for record in self.store.data().after(after.as_deref()) {
+                if bytes > 0 && bytes + record.size() > MAX_CHUNK_BYTES {
+                    next = Cursor::Records(last.map(<[u8]>::to_vec));
+                    break;
+                }
+                bytes += record.size();
+                pack_record(&mut records, record.key(), record.value());
+                last = Some(record.key());
+            }
+            self.cursor = next;
+        }
+        if let Cursor::Sessions(after) = self.cursor {
+            let mut next = Cursor::Done;
+            for (client, session) in self.store.sessions().after(after) {
+                let size = session_size(session);
+                if bytes > 0 && bytes + size > MAX_CHUNK_BYTES {
+                    next = Cursor::Sessions(sessions.last().map(|(c, _)| *c).or(after));
+                    break;
+                }
+                bytes += size;
+                sessions.push((*client, session.clone()));
+            }
+            self.cursor = next;
+        }
+        let chunk = TransferChunk {
+            view: self.view,
+            primary: self.primary.clone(),
+            index: self.index,
+            attempt: self.attempt,
+            chunk: self.next_chunk,
+            last: self.cursor == Cursor::Done,
+            records,
+            sessions,
+            clock_ms: self.store.clock_ms(),
+            limits: self.store.limits(),
+            total_keys: self.store.data().len() as u64,
+        };
+        self.next_chunk += 1;
+        Some(chunk)
+    }
+}
