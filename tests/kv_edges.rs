@@ -35,10 +35,17 @@ async fn lone_primary(cluster: &Cluster) {
         .await;
 }
 
-async fn cluster_with(servers: usize, limits: Limits) -> (Cluster, Vec<String>) {
+/// A cluster whose kv servers need `min_copies` copies of a write (1: a lone primary
+/// acknowledges, as in the seeds).
+async fn cluster_with(
+    servers: usize,
+    limits: Limits,
+    min_copies: u32,
+) -> (Cluster, Vec<String>) {
     testkit::init_tracing();
     let mut options = ClusterOptions::fast(testkit::seed());
     options.limits = limits;
+    options.min_copies = min_copies;
     let mut cluster = Cluster::start(options).await;
     let mut addrs = Vec::new();
     for _ in 0..servers {
@@ -49,7 +56,7 @@ async fn cluster_with(servers: usize, limits: Limits) -> (Cluster, Vec<String>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_a_4xx_and_the_server_keeps_serving() {
-    let (mut cluster, _) = cluster_with(2, Limits::default()).await;
+    let (mut cluster, _) = cluster_with(2, Limits::default(), 2).await;
     let view = cluster.wait_view("a ready backup", DEADLINE, ready).await;
     let primary = view.primary.expect("a primary").addr;
     let rpc = RpcClient::new("fuzzer", None);
@@ -111,7 +118,7 @@ async fn values_over_the_limit_are_refused_with_a_clear_error() {
         max_value: 1000,
         ..Limits::default()
     };
-    let (mut cluster, _) = cluster_with(2, limits).await;
+    let (mut cluster, _) = cluster_with(2, limits, 2).await;
     cluster.wait_view("a ready backup", DEADLINE, ready).await;
     let mut ck = cluster.client();
     let err = ck
@@ -145,7 +152,7 @@ async fn values_over_the_limit_are_refused_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_request_is_answered_from_the_duplicate_table() {
-    let (cluster, _) = cluster_with(2, Limits::default()).await;
+    let (cluster, _) = cluster_with(2, Limits::default(), 2).await;
     let view = cluster.wait_view("a ready backup", DEADLINE, ready).await;
     let primary = view.primary.expect("a primary").addr;
     let rpc = RpcClient::new("repeater", None);
@@ -195,7 +202,7 @@ async fn a_repeated_request_is_answered_from_the_duplicate_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_refuse_forwards_not_from_their_views_primary() {
-    let (cluster, addrs) = cluster_with(3, Limits::default()).await;
+    let (cluster, addrs) = cluster_with(3, Limits::default(), 2).await;
     let view = cluster.wait_view("a ready backup", DEADLINE, ready).await;
     let backup = view.backup.clone().expect("a backup");
     let idle = addrs
@@ -256,7 +263,7 @@ async fn servers_refuse_forwards_not_from_their_views_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_joining_under_load_gets_every_write_exactly_once() {
-    let (mut cluster, addrs) = cluster_with(1, Limits::default()).await;
+    let (mut cluster, addrs) = cluster_with(1, Limits::default(), 2).await;
     let first = addrs[0].clone();
     lone_primary(&cluster).await;
     let done = Arc::new(AtomicBool::new(false));
@@ -314,7 +321,7 @@ async fn a_backup_joining_under_load_gets_every_write_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_that_dies_mid_transfer_is_replaced() {
-    let (mut cluster, addrs) = cluster_with(1, Limits::default()).await;
+    let (mut cluster, addrs) = cluster_with(1, Limits::default(), 1).await;
     let first = addrs[0].clone();
     lone_primary(&cluster).await;
     let mut ck = cluster.client();
@@ -353,7 +360,7 @@ async fn a_backup_that_dies_mid_transfer_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_the_primary_cannot_reach_is_replaced() {
-    let (mut cluster, addrs) = cluster_with(1, Limits::default()).await;
+    let (mut cluster, addrs) = cluster_with(1, Limits::default(), 1).await;
     let first = addrs[0].clone();
     lone_primary(&cluster).await;
     let mut ck = cluster.client();
@@ -380,7 +387,7 @@ async fn a_backup_the_primary_cannot_reach_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_transfer_chunk_cannot_roll_the_backup_back() {
-    let (mut cluster, _) = cluster_with(1, Limits::default()).await;
+    let (mut cluster, _) = cluster_with(1, Limits::default(), 2).await;
     lone_primary(&cluster).await;
     cluster.start_server().await;
     let view = cluster.wait_view("a ready backup", DEADLINE, ready).await;

@@ -29,6 +29,8 @@ pub struct ClusterOptions {
     pub seed: u64,
     /// Size limits and session expiry of the kv servers.
     pub limits: Limits,
+    /// Copies a write needs before it is acknowledged (the product's default, 2).
+    pub min_copies: u32,
 }
 
 impl ClusterOptions {
@@ -50,6 +52,7 @@ impl ClusterOptions {
             },
             seed,
             limits: Limits::default(),
+            min_copies: 2,
         }
     }
 }
@@ -329,6 +332,7 @@ impl Cluster {
         let mut config = ServerConfig::new(addr, self.monitor_addrs());
         config.timings = self.options.timings;
         config.limits = self.options.limits;
+        config.min_copies = self.options.min_copies;
         config.rpc_timeout = Duration::from_millis(500);
         config.confirm_timeout = Duration::from_secs(1);
         let rpc = RpcClient::new(addr, Some(self.faults.clone()));
