@@ -227,7 +227,13 @@ fn transfer_chunk() -> impl Strategy<Value = TransferChunk> {
         (any::<u64>(), any::<u64>(), limits()),
     )
         .prop_map(
-            |((view, primary, index, attempt, chunk), last, data, sessions, (clock_ms, total_keys, limits))| {
+            |(
+                (view, primary, index, attempt, chunk),
+                last,
+                data,
+                sessions,
+                (clock_ms, total_keys, limits),
+            )| {
                 let mut records = Vec::new();
                 for (key, value) in &data {
                     pack_record(&mut records, key, value);

@@ -37,11 +37,7 @@ async fn lone_primary(cluster: &Cluster) {
 
 /// A cluster whose kv servers need `min_copies` copies of a write (1: a lone primary
 /// acknowledges, as in the seeds).
-async fn cluster_with(
-    servers: usize,
-    limits: Limits,
-    min_copies: u32,
-) -> (Cluster, Vec<String>) {
+async fn cluster_with(servers: usize, limits: Limits, min_copies: u32) -> (Cluster, Vec<String>) {
     testkit::init_tracing();
     let mut options = ClusterOptions::fast(testkit::seed());
     options.limits = limits;

@@ -152,8 +152,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     config.timings.validate().map_err(anyhow::Error::msg)?;
     let r = &config.raft;
-    if r.heartbeat.is_zero() || r.election_min <= r.heartbeat || r.election_max <= r.election_min
-    {
+    if r.heartbeat.is_zero() || r.election_min <= r.heartbeat || r.election_max <= r.election_min {
         anyhow::bail!(
             "Raft timings must satisfy 0 < heartbeat ({:?}) < election_min ({:?}) < election_max ({:?})",
             r.heartbeat,

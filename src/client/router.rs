@@ -134,9 +134,9 @@ impl Router {
                         Ok(Reply::Err(KvError::SessionExpired { .. })) if attempts == 1 => {
                             return Err(ClientError::SessionLost);
                         }
-                        Ok(Reply::Err(err @ (KvError::SessionExpired { .. } | KvError::Deadline { .. })))
-                            if attempts > 1 =>
-                        {
+                        Ok(Reply::Err(
+                            err @ (KvError::SessionExpired { .. } | KvError::Deadline { .. }),
+                        )) if attempts > 1 => {
                             // An earlier attempt may have been applied.
                             return Err(ClientError::Indeterminate {
                                 deadline: self.options.deadline,

@@ -251,8 +251,11 @@ pub struct BadRecords {
     pub at: usize,
 }
 
+/// A key and its value, borrowed from a packed buffer.
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
 /// Split a packed records buffer into (key, value) pairs; fails on a truncated buffer.
-pub fn unpack_records(buf: &[u8]) -> Result<Vec<(&[u8], &[u8])>, BadRecords> {
+pub fn unpack_records(buf: &[u8]) -> Result<Vec<Pair<'_>>, BadRecords> {
     let mut out = Vec::new();
     let mut at = 0;
     let length = |at: usize| -> Option<usize> {

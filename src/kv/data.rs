@@ -157,7 +157,10 @@ mod tests {
     #[test]
     fn records_keep_key_and_value_apart() {
         let r = Record::new(b"key", b"value");
-        assert_eq!((r.key(), r.value(), r.size()), (&b"key"[..], &b"value"[..], 8));
+        assert_eq!(
+            (r.key(), r.value(), r.size()),
+            (&b"key"[..], &b"value"[..], 8)
+        );
         let empty = Record::new(b"", b"");
         assert_eq!((empty.key(), empty.value()), (&b""[..], &b""[..]));
         assert_eq!(Record::new(b"a", b"1"), Record::new(b"a", b"2"));
@@ -169,14 +172,20 @@ mod tests {
         let mut data = Data::default();
         assert!(data.set(b"b", b"22").is_none());
         assert!(data.set(b"a", b"1").is_none());
-        assert_eq!(data.set(b"b", b"333").map(|r| r.value().to_vec()), Some(b"22".to_vec()));
+        assert_eq!(
+            data.set(b"b", b"333").map(|r| r.value().to_vec()),
+            Some(b"22".to_vec())
+        );
         assert_eq!((data.len(), data.bytes()), (2, 2 + 4));
         let keys: Vec<&[u8]> = data.after(None).map(Record::key).collect();
         assert_eq!(keys, [&b"a"[..], &b"b"[..]]);
         let keys: Vec<&[u8]> = data.after(Some(b"a")).map(Record::key).collect();
         assert_eq!(keys, [&b"b"[..]]);
         assert_eq!(data.remove(b"a").map(|r| r.size()), Some(2));
-        assert_eq!((data.len(), data.bytes(), data.get(b"b")), (1, 4, Some(&b"333"[..])));
+        assert_eq!(
+            (data.len(), data.bytes(), data.get(b"b")),
+            (1, 4, Some(&b"333"[..]))
+        );
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub rpc_timeout: Duration,
     /// How long a client request may wait for its copies before the client is told to retry.
     pub confirm_timeout: Duration,
+    /// Most key and value bytes in one state-transfer chunk.
+    pub transfer_chunk_bytes: usize,
 }
 
 impl ServerConfig {
@@ -67,6 +69,7 @@ impl ServerConfig {
             min_copies: 2,
             rpc_timeout: Duration::from_secs(1),
             confirm_timeout: Duration::from_secs(2),
+            transfer_chunk_bytes: MAX_CHUNK_BYTES,
         }
     }
 
@@ -90,6 +93,14 @@ impl ServerConfig {
                 "session_ttl ({:?}) must be longer than dead_pings x ping_interval ({:?})",
                 self.limits.session_ttl,
                 self.timings.dead_after()
+            ));
+        }
+        if self.transfer_chunk_bytes == 0 || self.transfer_chunk_bytes > crate::net::MAX_MESSAGE / 4
+        {
+            return Err(format!(
+                "transfer_chunk_bytes must be between 1 and {}, not {}",
+                crate::net::MAX_MESSAGE / 4,
+                self.transfer_chunk_bytes
             ));
         }
         if self.rpc_timeout.is_zero() || self.confirm_timeout.is_zero() {

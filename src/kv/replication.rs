@@ -125,12 +125,7 @@ async fn transfer(
 }
 
 /// One RPC to the backup.
-async fn send<T: serde::Serialize>(
-    server: &KvServer,
-    addr: &str,
-    path: &str,
-    message: &T,
-) -> Sent {
+async fn send<T: serde::Serialize>(server: &KvServer, addr: &str, path: &str, message: &T) -> Sent {
     let reply = server
         .rpc
         .call::<T, StreamReply>(addr, path, message, server.config.rpc_timeout)

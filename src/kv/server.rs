@@ -7,8 +7,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::api::{Forward, KvError, Reply, Request, TransferChunk, FORWARD, REQUEST, STATUS};
 use super::api::TRANSFER;
+use super::api::{Forward, KvError, Reply, Request, TransferChunk, FORWARD, REQUEST, STATUS};
 use super::replica::{Effect, Progress, Replica, Settings, Submit};
 use super::{replication, ServerConfig};
 use crate::monitor::MonitorClient;
@@ -62,6 +62,7 @@ impl KvServer {
             timings: config.timings,
             limits: config.limits,
             min_copies: config.min_copies,
+            chunk_bytes: config.transfer_chunk_bytes,
         };
         KvServer {
             replica: Mutex::new(Replica::new(me, settings)),

@@ -241,7 +241,11 @@ mod tests {
         assert_eq!(s.replies(), 2);
         assert_eq!(s.len(), 3, "client 1 keeps a marker");
         assert_eq!(s.lookup(1, 1, 10), Lookup::Evicted);
-        assert_eq!(s.lookup(1, 2, 10), Lookup::New, "its next request is served");
+        assert_eq!(
+            s.lookup(1, 2, 10),
+            Lookup::New,
+            "its next request is served"
+        );
         assert_eq!(s.lookup(3, 1, 10), Lookup::Repeat(ok("x")));
     }
 
@@ -262,7 +266,12 @@ mod tests {
     fn a_full_table_refuses_new_clients_until_sessions_expire() {
         let mut s = Sessions::new(bounds(1));
         for client in 0..MARKERS_PER_SESSION as u64 {
-            s.record(client, 1, Reply::Err(KvError::Unavailable { reason: "x".into() }), 0);
+            s.record(
+                client,
+                1,
+                Reply::Err(KvError::Unavailable { reason: "x".into() }),
+                0,
+            );
         }
         assert_eq!(s.lookup(99, 1, 0), Lookup::Full);
         s.expire(1001);
@@ -275,7 +284,11 @@ mod tests {
         let mut s = Sessions::new(bounds(10));
         s.record(1, 1, ok("a"), 0);
         s.record(2, 1, ok("b"), 500);
-        assert_eq!(s.lookup(1, 1, 900), Lookup::Repeat(ok("a")), "touches client 1");
+        assert_eq!(
+            s.lookup(1, 1, 900),
+            Lookup::Repeat(ok("a")),
+            "touches client 1"
+        );
         s.expire(1600);
         assert_eq!(s.len(), 1);
         assert_eq!(s.lookup(1, 1, 1600), Lookup::Repeat(ok("a")));

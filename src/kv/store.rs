@@ -348,7 +348,11 @@ mod tests {
         store.apply(&req(1, 1, put(b"k", b"1")), 0);
         store.apply(&req(2, 1, put(b"k", b"2")), 900);
         store.apply(&req(2, 2, put(b"k", b"3")), 1500);
-        assert_eq!(store.sessions().len(), 1, "client 1 was idle for over the TTL");
+        assert_eq!(
+            store.sessions().len(),
+            1,
+            "client 1 was idle for over the TTL"
+        );
         // A stamp from the past neither winds the clock back nor revives anything.
         store.apply(&req(3, 1, put(b"k", b"4")), 10);
         assert_eq!(store.clock_ms(), 1500);

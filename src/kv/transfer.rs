@@ -5,7 +5,7 @@ use super::api::{pack_record, Session, TransferChunk};
 use super::store::Store;
 use crate::view::Member;
 
-/// Most key and value bytes in one transfer chunk.
+/// Most key and value bytes in one transfer chunk, by default.
 pub const MAX_CHUNK_BYTES: usize = 4 << 20;
 
 /// Bytes a session takes in a transfer, roughly.
@@ -45,11 +45,20 @@ pub struct Snapshot {
     next_chunk: u64,
     /// Where the next chunk starts.
     cursor: Cursor,
+    /// Most key and value bytes per chunk (one record or session more if it alone is bigger).
+    chunk_bytes: usize,
 }
 
 impl Snapshot {
     /// A transfer of `store` as of `index`.
-    pub fn new(view: u64, primary: Member, index: u64, attempt: u64, store: Store) -> Snapshot {
+    pub fn new(
+        view: u64,
+        primary: Member,
+        index: u64,
+        attempt: u64,
+        store: Store,
+        chunk_bytes: usize,
+    ) -> Snapshot {
         Snapshot {
             view,
             primary,
@@ -58,6 +67,7 @@ impl Snapshot {
             store,
             next_chunk: 0,
             cursor: Cursor::Records(None),
+            chunk_bytes: chunk_bytes.max(1),
         }
     }
 
@@ -83,7 +93,7 @@ impl Snapshot {
             let mut next = Cursor::Sessions(None);
             let mut last: Option<&[u8]> = None;
             for record in self.store.data().after(after.as_deref()) {
-                if bytes > 0 && bytes + record.size() > MAX_CHUNK_BYTES {
+                if bytes > 0 && bytes + record.size() > self.chunk_bytes {
                     next = Cursor::Records(last.map(<[u8]>::to_vec));
                     break;
                 }
@@ -97,7 +107,7 @@ impl Snapshot {
             let mut next = Cursor::Done;
             for (client, session) in self.store.sessions().after(after) {
                 let size = session_size(session);
-                if bytes > 0 && bytes + size > MAX_CHUNK_BYTES {
+                if bytes > 0 && bytes + size > self.chunk_bytes {
                     next = Cursor::Sessions(sessions.last().map(|(c, _)| *c).or(after));
                     break;
                 }

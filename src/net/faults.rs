@@ -37,6 +37,8 @@ struct State {
     loss_to: HashMap<String, (f64, f64)>,
     /// Inclusive range of extra latency added to every message.
     delay: (Duration, Duration),
+    /// Extra latency on particular directed links (a slow path between two nodes).
+    link_delay: HashMap<(String, String), Duration>,
     /// Drives every random choice, so a seed replays the same sequence of choices.
     rng: StdRng,
 }
@@ -57,6 +59,7 @@ impl Faults {
                 loss: (0.0, 0.0),
                 loss_to: HashMap::new(),
                 delay: (Duration::ZERO, Duration::ZERO),
+                link_delay: HashMap::new(),
                 rng: StdRng::seed_from_u64(seed),
             }),
         }
@@ -106,6 +109,18 @@ impl Faults {
         self.with(|s| s.delay = (min, max.max(min)));
     }
 
+    /// Add `delay` to every message from `from` to `to` (zero to stop), on top of the rest.
+    pub fn set_link_delay(&self, from: &str, to: &str, delay: Duration) {
+        self.with(|s| {
+            let link = (from.to_string(), to.to_string());
+            if delay.is_zero() {
+                s.link_delay.remove(&link);
+            } else {
+                s.link_delay.insert(link, delay);
+            }
+        });
+    }
+
     /// Decide the fate of one message from `from` to `to`.
     pub fn fate(&self, from: &str, to: &str) -> Fate {
         self.with(|s| {
@@ -117,11 +132,14 @@ impl Faults {
                 return Fate::DropRequest;
             }
             let (min, max) = s.delay;
-            let delay = if max > min {
-                s.rng.gen_range(min..=max)
-            } else {
-                min
-            };
+            let link = (from.to_string(), to.to_string());
+            let extra = s.link_delay.get(&link).copied().unwrap_or_default();
+            let delay = extra
+                + if max > min {
+                    s.rng.gen_range(min..=max)
+                } else {
+                    min
+                };
             if drop_reply > 0.0 && s.rng.gen_bool(drop_reply) {
                 Fate::DropReply { delay }
             } else {
@@ -176,6 +194,18 @@ mod tests {
             .count();
         assert!((800..1200).contains(&dropped), "dropped {dropped} of 10000");
         assert!((1500..2100).contains(&lost), "lost {lost} replies of 10000");
+    }
+
+    #[test]
+    fn a_link_delay_slows_one_direction_only() {
+        let faults = Faults::new(4);
+        faults.set_link_delay("a", "b", Duration::from_millis(30));
+        let delay = Duration::from_millis(30);
+        assert_eq!(faults.fate("a", "b"), Fate::Deliver { delay });
+        let none = Duration::ZERO;
+        assert_eq!(faults.fate("b", "a"), Fate::Deliver { delay: none });
+        faults.set_link_delay("a", "b", Duration::ZERO);
+        assert_eq!(faults.fate("a", "b"), Fate::Deliver { delay: none });
     }
 
     #[test]

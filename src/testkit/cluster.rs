@@ -31,6 +31,8 @@ pub struct ClusterOptions {
     pub limits: Limits,
     /// Copies a write needs before it is acknowledged (the product's default, 2).
     pub min_copies: u32,
+    /// Most bytes per state-transfer chunk (small ones make a transfer take many messages).
+    pub transfer_chunk_bytes: usize,
 }
 
 impl ClusterOptions {
@@ -53,6 +55,7 @@ impl ClusterOptions {
             seed,
             limits: Limits::default(),
             min_copies: 2,
+            transfer_chunk_bytes: kv::MAX_CHUNK_BYTES,
         }
     }
 }
@@ -319,23 +322,40 @@ impl Cluster {
     /// Start a new kv server on a fresh port; returns its address (also its id and its name in
     /// the fault table).
     pub async fn start_server(&mut self) -> String {
+        self.start_server_with(|_| {}).await
+    }
+
+    /// Start a new kv server whose configuration `adjust` changes (servers configured
+    /// differently from the rest).
+    pub async fn start_server_with(&mut self, adjust: impl FnOnce(&mut ServerConfig)) -> String {
         let listener = bind("127.0.0.1:0").await;
         let addr = match listener.local_addr() {
             Ok(addr) => addr.to_string(),
             Err(err) => panic!("listener without address: {err}"),
         };
-        self.launch_server(&addr, listener);
+        let mut config = self.server_config(&addr);
+        adjust(&mut config);
+        self.launch_server(config, listener);
         addr
     }
 
-    fn launch_server(&mut self, addr: &str, listener: TcpListener) {
+    fn server_config(&self, addr: &str) -> ServerConfig {
         let mut config = ServerConfig::new(addr, self.monitor_addrs());
         config.timings = self.options.timings;
         config.limits = self.options.limits;
         config.min_copies = self.options.min_copies;
+        config.transfer_chunk_bytes = self.options.transfer_chunk_bytes;
         config.rpc_timeout = Duration::from_millis(500);
         config.confirm_timeout = Duration::from_secs(1);
-        let rpc = RpcClient::new(addr, Some(self.faults.clone()));
+        config
+    }
+
+    fn launch_server(&mut self, config: ServerConfig, listener: TcpListener) {
+        let addr = config.addr.clone();
+        if let Err(err) = config.validate() {
+            panic!("kv server {addr}: {err}");
+        }
+        let rpc = RpcClient::new(&addr, Some(self.faults.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(kv::run(config, listener, rpc, async {
             let _ = stopped.await;
@@ -357,7 +377,8 @@ impl Cluster {
     pub async fn restart_server(&mut self, addr: &str) {
         tracing::info!("testkit: restart kv server {addr}");
         let listener = bind(addr).await;
-        self.launch_server(addr, listener);
+        let config = self.server_config(addr);
+        self.launch_server(config, listener);
     }
 
     /// Every kv server's address, running or not.

@@ -187,7 +187,10 @@ impl Replica {
             self.store.data().len()
         );
         if let Some(mismatch) = self.limits_mismatch() {
-            tracing::warn!("{}: limits differ from the service's: {mismatch}", self.me.id);
+            tracing::warn!(
+                "{}: limits differ from the service's: {mismatch}",
+                self.me.id
+            );
         }
         (
             StreamReply::Applied {

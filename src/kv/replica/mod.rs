@@ -31,6 +31,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Servers that must hold a write before the primary acknowledges it (1 or 2).
     pub min_copies: u32,
+    /// Most key and value bytes in one transfer chunk.
+    pub chunk_bytes: usize,
 }
 
 /// What the shell must do after an event.

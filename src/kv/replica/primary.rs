@@ -147,6 +147,7 @@ impl Replica {
             index,
             attempt,
             self.store.clone(),
+            self.settings.chunk_bytes,
         ))
     }
 

@@ -23,6 +23,7 @@ fn settings(min_copies: u32) -> Settings {
         },
         limits: Limits::default(),
         min_copies,
+        chunk_bytes: crate::kv::MAX_CHUNK_BYTES,
     }
 }
 
@@ -73,7 +74,10 @@ impl Pair {
         let mut b = Replica::new(bm.clone(), settings(min_copies));
         p.on_view(view(1, &pm, None), now);
         let two = view(2, &pm, Some(&bm));
-        assert_eq!(p.on_view(two.clone(), now), vec![Effect::Replicate(two.clone())]);
+        assert_eq!(
+            p.on_view(two.clone(), now),
+            vec![Effect::Replicate(two.clone())]
+        );
         b.on_view(two.clone(), now);
         Pair {
             p,
@@ -132,7 +136,10 @@ fn the_first_primary_holds_an_empty_state_and_a_later_one_without_state_refuses(
     let a = member("a", 1);
     let mut first = Replica::new(a.clone(), settings(1));
     first.on_view(view(1, &a, None), Instant::now());
-    assert!(matches!(first.on_request(put(1, 1, "k", "v"), Instant::now(), T0_WALL), Submit::Wait { .. }));
+    assert!(matches!(
+        first.on_request(put(1, 1, "k", "v"), Instant::now(), T0_WALL),
+        Submit::Wait { .. }
+    ));
     let mut late = Replica::new(a.clone(), settings(1));
     late.on_view(view(5, &a, None), Instant::now());
     assert_eq!(
@@ -151,7 +158,13 @@ fn with_min_copies_2_a_lone_primary_never_confirms_a_write() {
         panic!("a write waits");
     };
     assert!(lone.progress().confirmed < index);
-    assert!(matches!(lone.unconfirmed_error(), KvError::NoReplicas { copies: 1, min_copies: 2 }));
+    assert!(matches!(
+        lone.unconfirmed_error(),
+        KvError::NoReplicas {
+            copies: 1,
+            min_copies: 2
+        }
+    ));
     // Reads still work: no other server can be primary.
     assert_eq!(
         lone.on_request(get("k"), Instant::now(), T0_WALL),
@@ -160,7 +173,11 @@ fn with_min_copies_2_a_lone_primary_never_confirms_a_write() {
     let mut one = Replica::new(a.clone(), settings(1));
     one.on_view(view(1, &a, None), Instant::now());
     one.on_request(put(1, 1, "k", "v"), Instant::now(), T0_WALL);
-    assert_eq!(one.progress().confirmed, 1, "min_copies = 1: confirmed alone");
+    assert_eq!(
+        one.progress().confirmed,
+        1,
+        "min_copies = 1: confirmed alone"
+    );
 }
 
 #[test]
@@ -194,7 +211,10 @@ fn entries_stream_in_order_and_the_backup_never_goes_back() {
             request: put(1, 3, "k", "old"),
         }],
     };
-    assert_eq!(pair.b.on_forward(stale).0, StreamReply::Applied { applied: 5 });
+    assert_eq!(
+        pair.b.on_forward(stale).0,
+        StreamReply::Applied { applied: 5 }
+    );
     let gap = Forward {
         view: 2,
         primary: pair.p.me().clone(),
@@ -204,7 +224,10 @@ fn entries_stream_in_order_and_the_backup_never_goes_back() {
             request: put(1, 9, "k", "gap"),
         }],
     };
-    assert_eq!(pair.b.on_forward(gap).0, StreamReply::Applied { applied: 5 });
+    assert_eq!(
+        pair.b.on_forward(gap).0,
+        StreamReply::Applied { applied: 5 }
+    );
     assert_eq!(pair.b.store().data().get(b"k"), Some(&b"5"[..]));
 }
 
@@ -218,16 +241,29 @@ fn a_backup_refuses_senders_not_of_its_view() {
         entries: Vec::new(),
     };
     let p = pair.p.me().clone();
-    assert!(matches!(pair.b.on_forward(forward(1, p.clone())).0, StreamReply::Refused { .. }));
+    assert!(matches!(
+        pair.b.on_forward(forward(1, p.clone())).0,
+        StreamReply::Refused { .. }
+    ));
     let (newer, effects) = pair.b.on_forward(forward(3, p.clone()));
     assert!(matches!(newer, StreamReply::Retry { .. }));
-    assert_eq!(effects, vec![Effect::PingNow], "it asks the monitors at once");
+    assert_eq!(
+        effects,
+        vec![Effect::PingNow],
+        "it asks the monitors at once"
+    );
     let impostor = member("p", 99);
-    assert!(matches!(pair.b.on_forward(forward(2, impostor)).0, StreamReply::Refused { .. }));
+    assert!(matches!(
+        pair.b.on_forward(forward(2, impostor)).0,
+        StreamReply::Refused { .. }
+    ));
     // An idle server refuses everything.
     let mut idle = Replica::new(member("c", 3), settings(2));
     idle.on_view(pair.view.clone(), pair.now);
-    assert!(matches!(idle.on_forward(forward(2, p)).0, StreamReply::Refused { .. }));
+    assert!(matches!(
+        idle.on_forward(forward(2, p)).0,
+        StreamReply::Refused { .. }
+    ));
 }
 
 #[test]
@@ -238,7 +274,10 @@ fn forwards_wait_for_the_transfer() {
         primary: pair.p.me().clone(),
         entries: Vec::new(),
     };
-    assert!(matches!(pair.b.on_forward(early).0, StreamReply::Retry { .. }));
+    assert!(matches!(
+        pair.b.on_forward(early).0,
+        StreamReply::Retry { .. }
+    ));
 }
 
 #[test]
@@ -262,10 +301,16 @@ fn chunks_out_of_order_restart_the_transfer() {
     let mut first = snapshot.next_chunk().expect("a chunk");
     first.chunk = 1;
     first.last = false;
-    assert!(matches!(pair.b.on_transfer(first).0, StreamReply::Retry { .. }));
+    assert!(matches!(
+        pair.b.on_transfer(first).0,
+        StreamReply::Retry { .. }
+    ));
     let mut garbled: TransferChunk = snapshot_chunk(&mut pair);
     garbled.records = vec![1, 2, 3];
-    assert!(matches!(pair.b.on_transfer(garbled).0, StreamReply::Retry { .. }));
+    assert!(matches!(
+        pair.b.on_transfer(garbled).0,
+        StreamReply::Retry { .. }
+    ));
 }
 
 fn snapshot_chunk(pair: &mut Pair) -> TransferChunk {
@@ -295,7 +340,10 @@ fn a_refusing_backup_fences_the_primary() {
     // A new view lifts the fence.
     let next = view(3, pair.p.me(), None);
     pair.p.on_view(next, pair.now);
-    assert!(matches!(pair.write(put(1, 1, "k", "v")), Submit::Wait { .. }));
+    assert!(matches!(
+        pair.write(put(1, 1, "k", "v")),
+        Submit::Wait { .. }
+    ));
 }
 
 #[test]
@@ -313,9 +361,15 @@ fn failing_means_no_progress_not_unfinished() {
     }
     // A backup that accepts nothing for longer than dead_after is.
     pair.p.sending(2, now).expect("primary");
-    pair.p.replication_failed(2, now + dead / 2).expect("primary");
+    pair.p
+        .replication_failed(2, now + dead / 2)
+        .expect("primary");
     assert!(!pair.p.ping(now + dead).backup_failed);
-    assert!(pair.p.ping(now + dead + Duration::from_millis(1)).backup_failed);
+    assert!(
+        pair.p
+            .ping(now + dead + Duration::from_millis(1))
+            .backup_failed
+    );
 }
 
 #[test]
@@ -331,12 +385,21 @@ fn the_snapshot_is_the_state_at_its_index_and_later_writes_are_streamed() {
         chunks += 1;
         let pairs = crate::kv::api::unpack_records(&chunk.records).expect("well packed");
         let payload: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
-        assert!(payload <= crate::kv::MAX_CHUNK_BYTES, "a chunk of {payload} bytes");
+        assert!(
+            payload <= crate::kv::MAX_CHUNK_BYTES,
+            "a chunk of {payload} bytes"
+        );
         pair.b.on_transfer(chunk);
     }
     assert!(chunks > 1, "6 MB of state takes more than one chunk");
-    pair.p.transfer_installed(2, snapshot.index()).expect("primary");
-    assert_eq!(pair.b.store().data().len(), 2000, "the late write is not in the snapshot");
+    pair.p
+        .transfer_installed(2, snapshot.index())
+        .expect("primary");
+    assert_eq!(
+        pair.b.store().data().len(),
+        2000,
+        "the late write is not in the snapshot"
+    );
     assert_eq!(pair.pump(), 2001);
     assert_eq!(pair.b.store().data().get(b"late"), Some(&b"y"[..]));
     assert_eq!(pair.b.store().sessions().len(), 1);
@@ -355,7 +418,12 @@ fn the_services_limits_govern_a_backup_configured_otherwise() {
     let two = view(2, &pm, Some(&bm));
     p.on_view(two.clone(), now);
     b.on_view(two, now);
-    let mut pair = Pair { p, b, now, view: view(2, &pm, Some(&bm)) };
+    let mut pair = Pair {
+        p,
+        b,
+        now,
+        view: view(2, &pm, Some(&bm)),
+    };
     pair.transfer();
     assert!(pair.b.limits_mismatch().is_some());
     assert_eq!(pair.b.status()["limits"]["max_value"], 8 << 20);
@@ -363,7 +431,11 @@ fn the_services_limits_govern_a_backup_configured_otherwise() {
     let big = "v".repeat(1000);
     assert_eq!(reply_of(pair.write(put(1, 1, "k", &big))), Reply::Ok(None));
     pair.pump();
-    assert_eq!(pair.b.store().data().get(b"k"), Some(big.as_bytes()), "same outcome as the primary");
+    assert_eq!(
+        pair.b.store().data().get(b"k"),
+        Some(big.as_bytes()),
+        "same outcome as the primary"
+    );
 }
 
 #[test]
@@ -371,10 +443,16 @@ fn requests_past_their_deadline_are_never_applied() {
     let mut pair = Pair::new(1);
     let mut late = put(1, 1, "k", "v");
     late.deadline_ms = T0_WALL - 1;
-    assert!(matches!(reply_of(pair.write(late)), Reply::Err(KvError::Deadline { .. })));
+    assert!(matches!(
+        reply_of(pair.write(late)),
+        Reply::Err(KvError::Deadline { .. })
+    ));
     let mut far = put(1, 1, "k", "v");
     far.deadline_ms = T0_WALL + 3_600_000;
-    assert!(matches!(reply_of(pair.write(far)), Reply::Err(KvError::Deadline { .. })));
+    assert!(matches!(
+        reply_of(pair.write(far)),
+        Reply::Err(KvError::Deadline { .. })
+    ));
     assert_eq!(pair.p.index(), 0);
     assert_eq!(pair.p.store().data().get(b"k"), None);
 }
@@ -383,7 +461,10 @@ fn requests_past_their_deadline_are_never_applied() {
 fn reads_need_the_backup_only_once_it_is_in_sync() {
     let mut pair = Pair::new(2);
     pair.write(put(1, 1, "k", "v"));
-    assert!(matches!(pair.write(get("k")), Submit::Reply(Reply::Ok(Some(_)))));
+    assert!(matches!(
+        pair.write(get("k")),
+        Submit::Reply(Reply::Ok(Some(_)))
+    ));
     pair.transfer();
     assert!(pair.p.ping(pair.now).backup_synced);
     let Submit::Wait { index, .. } = pair.write(get("k")) else {
@@ -401,7 +482,10 @@ fn views_only_move_forward_and_idle_servers_drop_their_state() {
     pair.write(put(1, 1, "k", "v"));
     pair.pump();
     let b = pair.b.me().clone();
-    assert!(pair.b.on_view(view(1, &b, None), pair.now).is_empty(), "older views are ignored");
+    assert!(
+        pair.b.on_view(view(1, &b, None), pair.now).is_empty(),
+        "older views are ignored"
+    );
     let epoch = pair.b.progress().epoch;
     let other = member("c", 3);
     pair.b.on_view(view(3, &other, None), pair.now);
@@ -418,8 +502,14 @@ fn a_promoted_backup_serves_from_the_transferred_state() {
     pair.pump();
     let b = pair.b.me().clone();
     pair.b.on_view(view(3, &b, None), pair.now);
-    assert_eq!(reply_of(pair.b.on_request(get("k"), pair.now, T0_WALL)), Reply::Ok(Some(b"v".to_vec())));
+    assert_eq!(
+        reply_of(pair.b.on_request(get("k"), pair.now, T0_WALL)),
+        Reply::Ok(Some(b"v".to_vec()))
+    );
     // The retry of a write the old primary applied gets the saved reply, not a second apply.
-    assert_eq!(reply_of(pair.b.on_request(put(1, 1, "k", "v"), pair.now, T0_WALL)), Reply::Ok(None));
+    assert_eq!(
+        reply_of(pair.b.on_request(put(1, 1, "k", "v"), pair.now, T0_WALL)),
+        Reply::Ok(None)
+    );
     assert_eq!(pair.b.index(), 2);
 }
