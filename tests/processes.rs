@@ -216,3 +216,94 @@ fn up_put_get_kill_9_the_primary_get_again() {
         });
     }
 }
+
+/// Send `signal` to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[test]
+fn a_primary_frozen_past_the_session_ttl_never_applies_a_queued_retry_twice() {
+    use viewkv::kv::api::{Op, Reply, Request, REQUEST};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let peers = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let monitors_arg = addrs.join(",");
+    let _monitors: Vec<Killed> = (1..=3)
+        .map(|id| start_monitor(id, &peers, dir.path()))
+        .collect();
+    // One server that acknowledges alone, so the monitors keep it primary while it is frozen
+    // (there is no backup to promote), with a session TTL shorter than the freeze.
+    let server_addr = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.path().join("server.log")).expect("a log file");
+    let server = Killed(
+        Command::new(EXE)
+            .args(["server", "--listen", &server_addr, "--monitors", &monitors_arg])
+            .args(["--min-copies", "1", "--session-ttl", "3s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("viewkv server starts"),
+    );
+    wait_for("an acknowledged primary", || {
+        let doc = view_json(&monitors_arg)?;
+        (doc["view"]["acked"] == true).then_some(())
+    });
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let rpc = viewkv::net::RpcClient::new("frozen-test", None);
+    let call = |request: Request| {
+        let rpc = rpc.clone();
+        let addr = server_addr.clone();
+        async move {
+            rpc.call::<Request, Reply>(&addr, REQUEST, &request, Duration::from_secs(60))
+                .await
+        }
+    };
+    let append = Request {
+        client: 77,
+        seq: 1,
+        deadline_ms: viewkv::kv::wall_ms() + 2_000,
+        op: Op::Append {
+            key: b"log".to_vec(),
+            value: b"x".to_vec(),
+        },
+    };
+    let first = runtime.block_on(call(append.clone()));
+    assert!(matches!(first, Ok(Reply::Ok(None))), "{first:?}");
+    // Freeze the primary; the client's retry of the same request waits in its socket.
+    signal(server.0.id(), "-STOP");
+    let retry = runtime.spawn(call(append));
+    // Longer than the session TTL (3 s): the fault, not a timing assertion.
+    std::thread::sleep(Duration::from_secs(4));
+    signal(server.0.id(), "-CONT");
+    let retried = runtime.block_on(retry).expect("the retry task");
+    let read = Request {
+        client: 78,
+        seq: 1,
+        deadline_ms: viewkv::kv::wall_ms() + 10_000,
+        op: Op::Get {
+            key: b"log".to_vec(),
+        },
+    };
+    let value = runtime.block_on(call(read));
+    assert!(
+        matches!(&value, Ok(Reply::Ok(Some(v))) if v == b"x"),
+        "applied exactly once: {value:?}"
+    );
+    assert!(
+        matches!(retried, Ok(Reply::Err(viewkv::kv::api::KvError::Deadline { .. }))),
+        "the queued retry past its deadline: {retried:?}"
+    );
+}

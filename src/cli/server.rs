@@ -75,12 +75,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.min_copies = copies;
     }
     config.validate().map_err(anyhow::Error::msg)?;
-    let deadline = file
-        .client
-        .deadline
-        .unwrap_or(viewkv::client::ClientOptions::default().deadline);
-    viewkv::config::check_deadline(deadline, config.limits.session_ttl)
-        .map_err(anyhow::Error::msg)?;
+    if let Some(deadline) = file.client.deadline {
+        viewkv::config::check_deadline(deadline, config.limits.session_ttl)
+            .map_err(anyhow::Error::msg)?;
+    }
     let ceiling = viewkv::net::MAX_MESSAGE / 2;
     if config.limits.max_value > ceiling {
         anyhow::bail!(

@@ -73,7 +73,10 @@ impl Replica {
                 ),
             }));
         }
-        if request.deadline_ms.saturating_sub(wall_ms) > ttl_ms {
+        let is_read = matches!(request.op, Op::Get { .. });
+        // A write whose retries could outlive its session could apply twice (reads keep no
+        // session).
+        if !is_read && request.deadline_ms.saturating_sub(wall_ms) > ttl_ms {
             return Submit::Reply(Reply::Err(KvError::Deadline {
                 reason: format!(
                     "the client's deadline is {} ms away, longer than the service's session TTL of {ttl_ms} ms",
@@ -82,7 +85,6 @@ impl Replica {
             }));
         }
         let at_ms = p.clock.now_ms(now).max(self.store.clock_ms());
-        let is_read = matches!(request.op, Op::Get { .. });
         if is_read && !p.synced {
             // No other server can be made primary while our backup is not in sync (only a
             // ready backup is promoted), so our state is the service's: answer alone.
