@@ -1,7 +1,7 @@
 //! The long fault campaign: many seeds of mixed faults, each history checked, one summary table.
 //!
 //! ```text
-//! cargo run --release --example campaign -- --seeds 200 --secs 30 --parallel 2
+//! cargo run --release --example campaign -- --seeds 200 --secs 30 --parallel 3
 //! cargo run --release --example campaign -- --first-seed 1234 --seeds 1 --secs 30   # replay one
 //! ```
 
@@ -20,6 +20,8 @@ struct Args {
     secs: u64,
     /// Campaigns run at the same time.
     parallel: usize,
+    /// Keys stored before the faults of each seed.
+    keys: usize,
 }
 
 fn parse() -> Result<Args, String> {
@@ -28,6 +30,7 @@ fn parse() -> Result<Args, String> {
         seeds: 200,
         secs: 30,
         parallel: 2,
+        keys: 50_000,
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
@@ -42,6 +45,7 @@ fn parse() -> Result<Args, String> {
             "--seeds" => args.seeds = number,
             "--secs" => args.secs = number,
             "--parallel" => args.parallel = number.max(1) as usize,
+            "--keys" => args.keys = number as usize,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -53,7 +57,7 @@ async fn main() -> std::process::ExitCode {
     let args = match parse() {
         Ok(args) => args,
         Err(err) => {
-            eprintln!("campaign: {err}\nusage: campaign [--first-seed N] [--seeds N] [--secs N] [--parallel N]");
+            eprintln!("campaign: {err}\nusage: campaign [--first-seed N] [--seeds N] [--secs N] [--parallel N] [--keys N]");
             return std::process::ExitCode::from(2);
         }
     };
@@ -68,7 +72,8 @@ async fn main() -> std::process::ExitCode {
         let runs: Vec<_> = batch
             .iter()
             .map(|seed| {
-                let options = CampaignOptions::new(*seed, Duration::from_secs(args.secs));
+                let mut options = CampaignOptions::new(*seed, Duration::from_secs(args.secs));
+                options.preload_keys = args.keys;
                 tokio::spawn(campaign::run(options))
             })
             .collect();

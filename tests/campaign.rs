@@ -11,7 +11,10 @@ use viewkv::testkit::{self};
 const REGRESSIONS: &[u64] = &[];
 
 async fn campaign_passes(seed: u64, secs: u64) {
-    let report = campaign::run(CampaignOptions::new(seed, Duration::from_secs(secs))).await;
+    let mut options = CampaignOptions::new(seed, Duration::from_secs(secs));
+    // Enough that a transfer is many messages' worth, few enough for a debug build.
+    options.preload_keys = 3_000;
+    let report = campaign::run(options).await;
     println!("{report}");
     assert!(report.operations > 100, "the workload barely ran: {report}");
     assert!(report.passed(), "{report}");

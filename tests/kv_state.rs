@@ -9,7 +9,7 @@ use viewkv::client::{ClientError, ClientOptions};
 use viewkv::kv::api::{KvError, Op, Reply, Request, REQUEST};
 use viewkv::kv::{wall_ms, Limits};
 use viewkv::net::RpcClient;
-use viewkv::testkit::{self, wait_for, Cluster, ClusterOptions};
+use viewkv::testkit::{self, load_key, wait_for, Cluster, ClusterOptions};
 use viewkv::view::View;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -56,25 +56,6 @@ async fn ready_primary(cluster: &Cluster) -> (View, String) {
     (view, primary)
 }
 
-/// Load `keys` keys of 100 bytes with 16 concurrent clients.
-async fn load(cluster: &mut Cluster, keys: usize) {
-    let mut tasks = Vec::new();
-    for t in 0..16 {
-        let mut client = cluster.client();
-        tasks.push(tokio::spawn(async move {
-            for i in (t..keys).step_by(16) {
-                let key = format!("key-{i:011}");
-                if let Err(err) = client.put(key.as_bytes(), &[b'v'; 100]).await {
-                    panic!("loading {key}: {err}");
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("a loading task");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_ten_failure_timeouts_long_completes_in_one_view() {
     let chunk_bytes = 16 << 10;
@@ -83,7 +64,7 @@ async fn a_transfer_ten_failure_timeouts_long_completes_in_one_view() {
     let second = cluster.start_server().await;
     cluster.wait_view("a ready backup", DEADLINE, ready).await;
     let keys = 20_000;
-    load(&mut cluster, keys).await;
+    cluster.load_keys(keys, 100).await;
     let third = cluster.start_server().await;
     let (before, primary) = ready_primary(&cluster).await;
     let backup = before.backup.clone().expect("a backup").addr;
@@ -106,7 +87,7 @@ async fn a_transfer_ten_failure_timeouts_long_completes_in_one_view() {
     cluster.crash_server(&backup).await;
     // Reads go on while the new backup syncs (writes wait for it: min_copies = 2).
     let mut reader = cluster.client();
-    let value = reader.get(b"key-00000000007").await.expect("a read");
+    let value = reader.get(load_key(7).as_bytes()).await.expect("a read");
     assert_eq!(value, Some(vec![b'v'; 100]));
     let after = cluster
         .wait_view("the spare as ready backup", DEADLINE, |v| {
@@ -142,7 +123,7 @@ async fn a_transfer_ten_failure_timeouts_long_completes_in_one_view() {
         })
         .await;
     for i in [0, keys / 2, keys - 1] {
-        let key = format!("key-{i:011}");
+        let key = load_key(i);
         assert_eq!(
             reader.get(key.as_bytes()).await.expect("a read"),
             Some(vec![b'v'; 100]),

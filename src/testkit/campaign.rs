@@ -29,6 +29,9 @@ pub struct CampaignOptions {
     pub servers: usize,
     /// Time the linearizability search may take.
     pub check_budget: Duration,
+    /// Keys of 100 bytes stored before the faults start, so every state transfer the
+    /// failovers cause carries a real store.
+    pub preload_keys: usize,
 }
 
 impl CampaignOptions {
@@ -40,6 +43,7 @@ impl CampaignOptions {
             clients: 5,
             servers: 4,
             check_budget: Duration::from_secs(60),
+            preload_keys: 0,
         }
     }
 }
@@ -49,6 +53,8 @@ impl CampaignOptions {
 pub struct CampaignReport {
     /// The seed that replays the schedule.
     pub seed: u64,
+    /// Keys stored before the faults.
+    pub preloaded: usize,
     /// Calls recorded.
     pub operations: usize,
     /// Calls that returned.
@@ -158,6 +164,7 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
             v.primary.is_some() && v.acked && v.backup_ready
         })
         .await;
+    cluster.load_keys(options.preload_keys, 100).await;
     let recorder = Arc::new(Recorder::new());
     let stop = Arc::new(AtomicBool::new(false));
     let client_options = ClientOptions {
@@ -212,6 +219,7 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
     }
     CampaignReport {
         seed: options.seed,
+        preloaded: options.preload_keys,
         operations: ops.len(),
         ok: ops.iter().filter(|op| op.complete().is_some()).count(),
         unknown: ops.iter().filter(|op| op.complete().is_none()).count(),
@@ -246,6 +254,15 @@ pub fn summary(reports: &[CampaignReport]) -> String {
     let mut out = String::new();
     let rows = [
         ("seeds run", reports.len().to_string()),
+        (
+            "keys stored before the faults, per seed",
+            reports
+                .iter()
+                .map(|r| r.preloaded)
+                .max()
+                .unwrap_or(0)
+                .to_string(),
+        ),
         (
             "operations",
             reports

@@ -16,6 +16,11 @@ use crate::monitor::{self, MonitorClient, MonitorConfig, MonitorError, RaftTimin
 use crate::net::{Faults, RpcClient};
 use crate::view::{Timings, View};
 
+/// The `i`th key [`Cluster::load_keys`] stores.
+pub fn load_key(i: usize) -> String {
+    format!("key-{i:011}")
+}
+
 /// How to build a cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -459,6 +464,30 @@ impl Cluster {
             ok(&view).then_some(view)
         })
         .await
+    }
+
+    /// Store `keys` keys (`key-00000000000`, ...) of `value_size` bytes with 16 concurrent
+    /// clients: a store large enough that its transfer is not trivial.
+    pub async fn load_keys(&mut self, keys: usize, value_size: usize) {
+        const WRITERS: usize = 16;
+        let mut tasks = Vec::new();
+        for first in 0..WRITERS {
+            let mut client = self.client();
+            tasks.push(tokio::spawn(async move {
+                let value = vec![b'v'; value_size];
+                for i in (first..keys).step_by(WRITERS) {
+                    let key = load_key(i);
+                    if let Err(err) = client.put(key.as_bytes(), &value).await {
+                        panic!("loading {key}: {err}");
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            if let Err(err) = task.await {
+                panic!("a loading task failed: {err}");
+            }
+        }
     }
 
     /// Stop every node.

@@ -9,7 +9,7 @@ mod cluster;
 pub mod nemesis;
 pub mod workload;
 
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{load_key, Cluster, ClusterOptions};
 
 use std::future::Future;
 use std::time::{Duration, Instant};
