@@ -208,6 +208,8 @@ mod tests {
         assert_eq!(file.monitors.len(), 3);
         assert_eq!(file.servers.len(), 3);
         assert_eq!(file.timings.ping_interval, Some(Duration::from_millis(100)));
+        assert_eq!(file.min_copies, Some(2));
+        assert_eq!(file.limits.max_sessions, Some(100_000));
         assert_eq!(
             file.monitor_addrs(),
             ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
