@@ -249,7 +249,13 @@ fn a_primary_frozen_past_the_session_ttl_never_applies_a_queued_retry_twice() {
     let log = std::fs::File::create(dir.path().join("server.log")).expect("a log file");
     let server = Killed(
         Command::new(EXE)
-            .args(["server", "--listen", &server_addr, "--monitors", &monitors_arg])
+            .args([
+                "server",
+                "--listen",
+                &server_addr,
+                "--monitors",
+                &monitors_arg,
+            ])
             .args(["--min-copies", "1", "--session-ttl", "3s"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -303,7 +309,10 @@ fn a_primary_frozen_past_the_session_ttl_never_applies_a_queued_retry_twice() {
         "applied exactly once: {value:?}"
     );
     assert!(
-        matches!(retried, Ok(Reply::Err(viewkv::kv::api::KvError::Deadline { .. }))),
+        matches!(
+            retried,
+            Ok(Reply::Err(viewkv::kv::api::KvError::Deadline { .. }))
+        ),
         "the queued retry past its deadline: {retried:?}"
     );
 }
