@@ -4,12 +4,15 @@
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::ops::Bound;
-use std::sync::Arc;
+
+use triomphe::ThinArc;
 
 /// One key/value pair in a single shared allocation: `[key length: u32 LE][key][value]`.
 /// Cloning it (as the persistent map does when it copies a node) is a reference-count bump.
+/// The pointer is thin (8 bytes, the length lives in the allocation) and the count has no weak
+/// half: the map's leaves hold one pointer per key, so this is most of its per-key overhead.
 #[derive(Clone)]
-pub struct Record(Arc<[u8]>);
+pub struct Record(ThinArc<(), u8>);
 
 /// Bytes of the length prefix in a [`Record`].
 const PREFIX: usize = 4;
@@ -22,28 +25,33 @@ impl Record {
         bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
         bytes.extend_from_slice(key);
         bytes.extend_from_slice(value);
-        Record(bytes.into())
+        Record(ThinArc::from_header_and_slice((), &bytes))
+    }
+
+    /// Length prefix, key and value.
+    fn bytes(&self) -> &[u8] {
+        &self.0.slice
     }
 
     fn key_len(&self) -> usize {
         let mut prefix = [0u8; PREFIX];
-        prefix.copy_from_slice(&self.0[..PREFIX]);
+        prefix.copy_from_slice(&self.bytes()[..PREFIX]);
         u32::from_le_bytes(prefix) as usize
     }
 
     /// The key.
     pub fn key(&self) -> &[u8] {
-        &self.0[PREFIX..PREFIX + self.key_len()]
+        &self.bytes()[PREFIX..PREFIX + self.key_len()]
     }
 
     /// The value.
     pub fn value(&self) -> &[u8] {
-        &self.0[PREFIX + self.key_len()..]
+        &self.bytes()[PREFIX + self.key_len()..]
     }
 
     /// Key plus value bytes (what limits and status count).
     pub fn size(&self) -> usize {
-        self.0.len() - PREFIX
+        self.bytes().len() - PREFIX
     }
 }
 
