@@ -46,17 +46,43 @@ enum Bench {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Load a large store, kill -9 the backup, and measure the new backup's state transfer:
+    /// memory, time to a ready backup, transfer rate, and client latency meanwhile.
+    BackupSync {
+        /// How many keys to load (16-byte keys).
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        /// Keep data and logs here (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print the figures as one JSON object on stdout (the table goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.bench {
         Bench::MonitorFailover { trials, dir } => monitor_failover(trials, dir).await,
         Bench::PrimaryFailover { trials, dir } => primary_failover(trials, dir).await,
+        Bench::BackupSync {
+            keys,
+            value_size,
+            dir,
+            json,
+        } => super::bench_sync::run(keys, value_size, dir, json).await,
     }
 }
 
 /// Wait until `probe` succeeds, up to `deadline`.
-async fn until<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> anyhow::Result<T>
+pub(super) async fn until<T, F, Fut>(
+    what: &str,
+    deadline: Duration,
+    mut probe: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -155,7 +181,7 @@ fn progress(trials: usize, what: &str) -> anyhow::Result<ProgressBar> {
 }
 
 /// The view once it has a primary and a ready backup and all three servers are known alive.
-async fn settled(monitors: &MonitorClient) -> anyhow::Result<View> {
+pub(super) async fn settled(monitors: &MonitorClient) -> anyhow::Result<View> {
     until("a settled view", Duration::from_secs(30), || async {
         let view = monitors.view().await.ok()?.view;
         (view.primary.is_some() && view.acked && view.backup_ready).then_some(view)

@@ -119,6 +119,24 @@ impl LocalCluster {
             .ok_or_else(|| anyhow::anyhow!("no node at {addr}"))
     }
 
+    /// The node at `addr`, read-only.
+    fn find(&self, addr: &str) -> anyhow::Result<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.addr == addr)
+            .ok_or_else(|| anyhow::anyhow!("no node at {addr}"))
+    }
+
+    /// The process id of the node at `addr` (for reading its /proc entries).
+    pub fn pid(&self, addr: &str) -> anyhow::Result<u32> {
+        Ok(self.find(addr)?.proc.pid())
+    }
+
+    /// The log file of the node at `addr`.
+    pub fn log(&self, addr: &str) -> anyhow::Result<&Path> {
+        Ok(&self.find(addr)?.log)
+    }
+
     /// `kill -9` the node at `addr`.
     pub fn kill(&mut self, addr: &str) -> anyhow::Result<()> {
         self.node(addr)?.proc.kill();

@@ -1,6 +1,7 @@
 //! The command line: one binary, one subcommand per role or action.
 
 mod bench;
+mod bench_sync;
 mod children;
 mod kv;
 mod local;
