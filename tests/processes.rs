@@ -1,5 +1,6 @@
-//! The built `viewkv` binary as real processes: `kill -9` of the monitor leader, and the
-//! README's walkthrough (`viewkv up`, put, get, `kill -9` of the primary, get).
+//! The built `viewkv` binary as real processes: `kill -9` of the monitor leader, the README's
+//! walkthrough (`viewkv up`, put, get, `kill -9` of the primary, get), a primary frozen with a
+//! retry queued, and stopped monitors (a hang, not a refusal) replacing no live server.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -43,6 +44,37 @@ fn start_monitor(id: u64, peers: &str, dir: &Path) -> Killed {
     Killed(child)
 }
 
+/// `viewkv server` at `addr` with `extra` flags, logging to `DIR/server-N.log`.
+fn start_server(n: usize, addr: &str, monitors: &str, dir: &Path, extra: &[&str]) -> Killed {
+    let log = std::fs::File::create(dir.join(format!("server-{n}.log"))).expect("a log file");
+    let child = Command::new(EXE)
+        .args(["server", "--listen", addr, "--monitors", monitors])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("viewkv server starts");
+    Killed(child)
+}
+
+/// Three monitors on free ports: the processes (by id - 1) and the `--monitors` list.
+fn start_monitors(dir: &Path) -> (Vec<Option<Killed>>, String) {
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let peers = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let monitors = (1..=3)
+        .map(|id| Some(start_monitor(id, &peers, dir)))
+        .collect();
+    (monitors, addrs.join(","))
+}
+
 /// `viewkv view --json`, parsed; `None` while no monitor answers.
 fn view_json(monitors: &str) -> Option<serde_json::Value> {
     view_json_with(&["--monitors", monitors])
@@ -75,19 +107,7 @@ fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 #[test]
 fn kill_9_of_the_leader_process_elects_a_new_one() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let peers = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let monitors_arg = addrs.join(",");
-    let mut monitors: Vec<Option<Killed>> = (1..=3)
-        .map(|id| Some(start_monitor(id, &peers, dir.path())))
-        .collect();
+    let (mut monitors, monitors_arg) = start_monitors(dir.path());
 
     let first = wait_for("a leader", || view_json(&monitors_arg)?["leader"].as_u64());
     let doc = view_json(&monitors_arg).expect("the view");
@@ -230,39 +250,12 @@ fn signal(pid: u32, signal: &str) {
 fn a_primary_frozen_past_the_session_ttl_never_applies_a_queued_retry_twice() {
     use viewkv::kv::api::{Op, Reply, Request, REQUEST};
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let peers = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let monitors_arg = addrs.join(",");
-    let _monitors: Vec<Killed> = (1..=3)
-        .map(|id| start_monitor(id, &peers, dir.path()))
-        .collect();
+    let (_monitors, monitors_arg) = start_monitors(dir.path());
     // One server that acknowledges alone, so the monitors keep it primary while it is frozen
     // (there is no backup to promote), with a session TTL shorter than the freeze.
     let server_addr = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(dir.path().join("server.log")).expect("a log file");
-    let server = Killed(
-        Command::new(EXE)
-            .args([
-                "server",
-                "--listen",
-                &server_addr,
-                "--monitors",
-                &monitors_arg,
-            ])
-            .args(["--min-copies", "1", "--session-ttl", "3s"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("viewkv server starts"),
-    );
+    let extra = ["--min-copies", "1", "--session-ttl", "3s"];
+    let server = start_server(1, &server_addr, &monitors_arg, dir.path(), &extra);
     wait_for("an acknowledged primary", || {
         let doc = view_json(&monitors_arg)?;
         (doc["view"]["acked"] == true).then_some(())
@@ -315,4 +308,54 @@ fn a_primary_frozen_past_the_session_ttl_never_applies_a_queued_retry_twice() {
         ),
         "the queued retry past its deadline: {retried:?}"
     );
+}
+
+/// The primary and backup a `viewkv view --json` document names, and its view number.
+fn view_roles(doc: &serde_json::Value) -> (serde_json::Value, serde_json::Value, u64) {
+    let view = &doc["view"];
+    let num = view["num"].as_u64().unwrap_or(0);
+    (view["primary"].clone(), view["backup"].clone(), num)
+}
+
+#[test]
+fn a_stopped_monitor_leader_then_a_stopped_first_monitor_replace_no_live_server() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (monitors, monitors_arg) = start_monitors(dir.path());
+    let _servers: Vec<Killed> = (1..=2)
+        .map(|n| {
+            let addr = format!("127.0.0.1:{}", free_port());
+            start_server(n, &addr, &monitors_arg, dir.path(), &[])
+        })
+        .collect();
+    let settled = |doc: &serde_json::Value| {
+        let view = &doc["view"];
+        view["acked"] == true && view["backup_ready"] == true
+    };
+    let before = wait_for("a primary and a ready backup", || {
+        view_json(&monitors_arg).filter(settled)
+    });
+    let leader = wait_for("a leader", || view_json(&monitors_arg)?["leader"].as_u64());
+    // The leader, then monitor 1 (the first every server asks, leader or not), each stopped
+    // for 6 s (as long as the stops that moved the view when pings asked one monitor at a time):
+    // twelve times the 500 ms after which a leader declares a silent server dead.
+    for id in [leader, 1] {
+        let pid = match &monitors[(id - 1) as usize] {
+            Some(monitor) => monitor.0.id(),
+            None => panic!("monitor {id} is not running"),
+        };
+        signal(pid, "-STOP");
+        std::thread::sleep(Duration::from_secs(6));
+        let during = wait_for("a view while a monitor is stopped", || {
+            view_json(&monitors_arg)
+        });
+        signal(pid, "-CONT");
+        assert_eq!(
+            view_roles(&during),
+            view_roles(&before),
+            "monitor {id} stopped: the view changed from {before} to {during}"
+        );
+        assert!(settled(&during), "monitor {id} stopped: {during}");
+    }
+    let after = wait_for("the view", || view_json(&monitors_arg));
+    assert_eq!(view_roles(&after), view_roles(&before), "{after}");
 }

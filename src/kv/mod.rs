@@ -49,7 +49,7 @@ pub struct ServerConfig {
     /// Servers that must hold a write before it is acknowledged: 2 (the default) means no
     /// single crash loses an acknowledged write; 1 lets a lone primary acknowledge.
     pub min_copies: u32,
-    /// Deadline of one RPC to the backup or a monitor.
+    /// Deadline of one RPC to the backup or a monitor (pings wait less: [`Self::ping_timeout`]).
     pub rpc_timeout: Duration,
     /// How long a client request may wait for its copies before the client is told to retry.
     pub confirm_timeout: Duration,
@@ -58,6 +58,14 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// How long a ping waits for the monitors' answer: at most half the time after which a
+    /// monitor leader declares this server dead, so a ping lost to a monitor that hangs is
+    /// followed by the next in time for a new leader's grace period. The monitor hears a ping
+    /// whose answer came too late all the same.
+    pub fn ping_timeout(&self) -> Duration {
+        self.rpc_timeout.min(self.timings.dead_after() / 2)
+    }
+
     /// A configuration with default timings for a server at `addr`.
     pub fn new(addr: &str, monitors: Vec<String>) -> ServerConfig {
         ServerConfig {
@@ -118,7 +126,7 @@ pub async fn run(
     rpc: RpcClient,
     shutdown: impl Future<Output = ()>,
 ) {
-    let monitors = MonitorClient::new(rpc.clone(), config.monitors.clone(), config.rpc_timeout);
+    let monitors = MonitorClient::new(rpc.clone(), config.monitors.clone(), config.ping_timeout());
     let server = Arc::new(KvServer::new(config, rpc, monitors));
     let me = server.me();
     tracing::info!(

@@ -1,43 +1,64 @@
 //! Talking to the monitor group from outside: kv servers ping through it, clients and the CLI
-//! read the view through it. It remembers the leader and follows `NotLeader` hints.
+//! read the view through it.
+//!
+//! Every request goes to all monitors at once, and the first useful answer wins. Asking one
+//! monitor after another would let a monitor that hangs (stopped, or behind a link that drops
+//! packets without refusing) cost a full timeout per request: for a kv server, long enough that
+//! a new monitor leader's grace period runs out before its ping arrives, and a live primary is
+//! replaced. The others answer `NotLeader` at once, so this costs the group little.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::task::JoinSet;
+
 use super::api::{PingReply, ViewReply, PING, VIEW};
-use crate::net::{RpcClient, RpcError};
+use crate::net::RpcClient;
 use crate::view::{Ping, View};
 
 /// No monitor could answer.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("no monitor answered ({tried} tried): {last}")]
 pub struct MonitorUnavailable {
-    /// How many requests were made.
+    /// How many monitors were asked.
     pub tried: usize,
     /// The last failure seen.
     pub last: String,
 }
 
-/// A handle on the monitor group. Cheap to clone; clones share the leader cache.
+/// A handle on the monitor group. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct MonitorClient {
     /// Sends the RPCs.
     rpc: RpcClient,
-    /// Every monitor's address, in the order to try them.
+    /// Every monitor's address.
     monitors: Arc<Vec<String>>,
-    /// The monitor that answered last as leader: asked first next time.
-    leader: Arc<Mutex<Option<String>>>,
-    /// Per-request deadline.
+    /// How long one monitor may take to answer; the whole request takes no longer, plus the
+    /// time to follow a leader hint to a monitor not in the list.
     timeout: Duration,
 }
 
+/// What one monitor's answer means for the request.
+enum Answer<T> {
+    /// The answer the request wanted.
+    Done(T),
+    /// Not it: the failure to report if nobody else answers, and a monitor to ask as well.
+    Not {
+        /// Why this answer was not it.
+        why: String,
+        /// Where the answering monitor thinks the leader is.
+        hint: Option<String>,
+    },
+}
+
 impl MonitorClient {
-    /// A client for the monitors at `monitors`.
+    /// A client for the monitors at `monitors`; `timeout` bounds each monitor's answer.
     pub fn new(rpc: RpcClient, monitors: Vec<String>, timeout: Duration) -> MonitorClient {
         MonitorClient {
             rpc,
             monitors: Arc::new(monitors),
-            leader: Arc::new(Mutex::new(None)),
             timeout,
         }
     }
@@ -47,105 +68,104 @@ impl MonitorClient {
         &self.monitors
     }
 
-    fn cached_leader(&self) -> Option<String> {
-        match self.leader.lock() {
-            Ok(leader) => leader.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+    /// Send `request` to every monitor at once, and to the leaders they hint at; return the
+    /// first answer `judge` accepts. The requests still running then are dropped.
+    async fn ask_all<Req, Resp, T>(
+        &self,
+        path: &'static str,
+        request: Req,
+        mut judge: impl FnMut(&str, Resp) -> Answer<T>,
+    ) -> Result<T, MonitorUnavailable>
+    where
+        Req: Serialize + Send + Sync + 'static,
+        Resp: DeserializeOwned + Send + 'static,
+    {
+        let request = Arc::new(request);
+        let mut asked: Vec<String> = Vec::new();
+        let mut pending = JoinSet::new();
+        let mut ask = |addr: &str, pending: &mut JoinSet<_>| {
+            if asked.iter().any(|a| a == addr) {
+                return;
+            }
+            asked.push(addr.to_string());
+            let (rpc, addr, request, timeout) = (
+                self.rpc.clone(),
+                addr.to_string(),
+                request.clone(),
+                self.timeout,
+            );
+            pending.spawn(async move {
+                let reply = rpc.call::<Req, Resp>(&addr, path, &request, timeout).await;
+                (addr, reply)
+            });
+        };
+        for addr in self.monitors.iter() {
+            ask(addr, &mut pending);
         }
-    }
-
-    fn remember_leader(&self, addr: Option<String>) {
-        match self.leader.lock() {
-            Ok(mut leader) => *leader = addr,
-            Err(poisoned) => *poisoned.into_inner() = addr,
-        }
-    }
-
-    /// The order to try monitors in: the cached leader first, then the configured list.
-    fn candidates(&self) -> Vec<String> {
-        let leader = self.cached_leader();
-        let rest = self.monitors.iter().filter(|m| Some(*m) != leader.as_ref());
-        leader.clone().into_iter().chain(rest.cloned()).collect()
-    }
-
-    /// Ping the leader. Tries every monitor at most once, plus the hints they give.
-    pub async fn ping(&self, ping: &Ping) -> Result<View, MonitorUnavailable> {
-        let mut queue = self.candidates();
-        let mut tried: Vec<String> = Vec::new();
         let mut last = String::from("no monitors configured");
-        while let Some(addr) = queue.first().cloned() {
-            queue.remove(0);
-            if tried.contains(&addr) {
+        while let Some(joined) = pending.join_next().await {
+            let Ok((addr, reply)) = joined else {
                 continue;
-            }
-            tried.push(addr.clone());
-            let reply: Result<PingReply, RpcError> =
-                self.rpc.call(&addr, PING, ping, self.timeout).await;
+            };
             match reply {
-                Ok(PingReply::View(view)) => {
-                    self.remember_leader(Some(addr));
-                    return Ok(view);
-                }
-                Ok(PingReply::NotLeader { hint }) => {
-                    last = format!("{addr} is not the leader");
-                    if let Some(hint) = hint {
-                        queue.insert(0, hint);
+                Ok(reply) => match judge(&addr, reply) {
+                    Answer::Done(done) => return Ok(done),
+                    Answer::Not { why, hint } => {
+                        last = why;
+                        if let Some(hint) = hint {
+                            ask(&hint, &mut pending);
+                        }
                     }
-                }
-                Err(err) => last = err.to_string(),
+                },
+                Err(err) => last = format!("{addr}: {err}"),
             }
         }
-        self.remember_leader(None);
         Err(MonitorUnavailable {
-            tried: tried.len(),
+            tried: asked.len(),
             last,
         })
+    }
+
+    /// Ping the leader.
+    pub async fn ping(&self, ping: &Ping) -> Result<View, MonitorUnavailable> {
+        self.ask_all(PING, ping.clone(), |addr, reply| match reply {
+            PingReply::View(view) => Answer::Done(view),
+            PingReply::NotLeader { hint } => Answer::Not {
+                why: format!("{addr} is not the leader"),
+                hint,
+            },
+        })
+        .await
     }
 
     /// Read the view: from the serving leader if one answers (the newest view there is),
-    /// else the newest view any monitor has applied. Follows leader hints.
+    /// else the newest view any monitor has applied.
     pub async fn view(&self) -> Result<ViewReply, MonitorUnavailable> {
-        let mut queue = self.candidates();
-        let mut tried: Vec<String> = Vec::new();
         let mut best: Option<ViewReply> = None;
-        let mut last = String::from("no monitors configured");
-        while let Some(addr) = queue.first().cloned() {
-            queue.remove(0);
-            if tried.contains(&addr) {
-                continue;
-            }
-            tried.push(addr.clone());
-            match self
-                .rpc
-                .call::<(), ViewReply>(&addr, VIEW, &(), self.timeout)
-                .await
-            {
-                Ok(reply) if reply.serving => {
-                    self.remember_leader(Some(addr));
-                    return Ok(reply);
+        let serving = self
+            .ask_all(VIEW, (), |addr, reply: ViewReply| {
+                if reply.serving {
+                    return Answer::Done(reply);
                 }
-                Ok(reply) => {
-                    tracing::debug!(
-                        "{addr} is not serving (view {}); leader hint {:?}",
-                        reply.view.num,
-                        reply.leader
-                    );
-                    if let Some((_, hint)) = &reply.leader {
-                        queue.insert(0, hint.clone());
-                    }
-                    if best.as_ref().is_none_or(|b| reply.view.num > b.view.num) {
-                        best = Some(reply);
-                    }
+                tracing::debug!(
+                    "{addr} is not serving (view {}); leader hint {:?}",
+                    reply.view.num,
+                    reply.leader
+                );
+                let hint = reply.leader.as_ref().map(|(_, addr)| addr.clone());
+                if best.as_ref().is_none_or(|b| reply.view.num > b.view.num) {
+                    best = Some(reply);
                 }
-                Err(err) => {
-                    tracing::debug!("view from {addr}: {err}");
-                    last = err.to_string();
+                Answer::Not {
+                    why: format!("{addr} is not serving"),
+                    hint,
                 }
-            }
+            })
+            .await;
+        match (serving, best) {
+            (Ok(reply), _) => Ok(reply),
+            (Err(_), Some(best)) => Ok(best),
+            (Err(err), None) => Err(err),
         }
-        best.ok_or(MonitorUnavailable {
-            tried: tried.len(),
-            last,
-        })
     }
 }

@@ -276,6 +276,31 @@ impl Cluster {
         self.faults.partition(&[me], &others);
     }
 
+    /// Make monitor `id` hang, as a stopped process or a link that drops packets does: every
+    /// message between it and any node or client known so far waits for an hour instead of
+    /// failing at once (which is what a cut does), so callers see only their own timeouts.
+    pub fn hang_monitor(&self, id: u64) {
+        self.delay_monitor(id, Duration::from_secs(3600));
+    }
+
+    /// End [`Cluster::hang_monitor`]; messages that were waiting stay lost.
+    pub fn unhang_monitor(&self, id: u64) {
+        self.delay_monitor(id, Duration::ZERO);
+    }
+
+    fn delay_monitor(&self, id: u64, delay: Duration) {
+        let me = self.monitor_addr(id);
+        let others = self
+            .node_names()
+            .into_iter()
+            .chain((1..=self.clients).map(|i| format!("client-{i}")))
+            .filter(|n| *n != me);
+        for other in others {
+            self.faults.set_link_delay(&me, &other, delay);
+            self.faults.set_link_delay(&other, &me, delay);
+        }
+    }
+
     /// Restore every cut link.
     pub fn heal(&self) {
         self.faults.heal();
