@@ -359,3 +359,37 @@ fn a_stopped_monitor_leader_then_a_stopped_first_monitor_replace_no_live_server(
     let after = wait_for("the view", || view_json(&monitors_arg));
     assert_eq!(view_roles(&after), view_roles(&before), "{after}");
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_line_at_the_rust_log_level() {
+    let out = Command::new(EXE)
+        .args(["view", "--monitors", "127.0.0.1:1", "--timeout", "200ms"])
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("viewkv view runs");
+    assert!(!out.status.success(), "no monitor listens on port 1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| match serde_json::from_str(line) {
+            Ok(value) => value,
+            Err(err) => panic!("not a JSON log line ({err}): {line}"),
+        })
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "DEBUG"),
+        "RUST_LOG=debug gave no debug line: {stderr}"
+    );
+    assert!(
+        lines.iter().all(|l| l["fields"]["message"].is_string()),
+        "a line without a message: {stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("viewkv: no monitor answered")),
+        "the error for the user stays plain text: {stderr}"
+    );
+}

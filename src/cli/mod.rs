@@ -28,6 +28,19 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text, or as one JSON object per line for a log collector. The level comes
+    /// from `RUST_LOG` (e.g. `RUST_LOG=debug`, `RUST_LOG=viewkv=debug,openraft=info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VIEWKV_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,14 +117,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|err| format!("{text:?} is not a duration ({err}); try 100ms or 2s"))
 }
 
-/// Log to stderr at `default` level unless `RUST_LOG` says otherwise.
-fn init_logging(default: &str) {
+/// Log to stderr at `default` level unless `RUST_LOG` says otherwise, in `format`.
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs.json().try_init(),
+    };
 }
 
 /// Run the parsed command; the exit code on success.
@@ -121,7 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(_) => "info",
         _ => "warn",
     };
-    init_logging(level);
+    init_logging(level, cli.log_format);
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Monitor(args) => monitor::run(args).await,

@@ -117,7 +117,7 @@ impl MonitorClient {
                         }
                     }
                 },
-                Err(err) => last = format!("{addr}: {err}"),
+                Err(err) => last = err.to_string(),
             }
         }
         Err(MonitorUnavailable {
