@@ -13,5 +13,6 @@ pub use client::{RpcClient, RpcError};
 pub use codec::{decode, encode, DecodeError, MAX_MESSAGE};
 pub use faults::{Fate, Faults};
 pub use server::{
-    bad_request, bincode_reply, json_reply, not_found, serve, Handler, HttpRequest, HttpResponse,
+    bad_request, bincode_reply, json_reply, not_found, serve, serve_with, Handler, HttpRequest,
+    HttpResponse, ServeLimits,
 };

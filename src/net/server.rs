@@ -2,14 +2,16 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::StatusCode;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{encode, MAX_MESSAGE};
@@ -66,10 +68,79 @@ pub fn not_found(path: &str) -> HttpResponse {
     )
 }
 
-/// Read the whole body (at most [`MAX_MESSAGE`] bytes) and hand the request to `handler`.
-async fn handle_one<H: Handler>(handler: &H, request: hyper::Request<Incoming>) -> HttpResponse {
+/// What one listener lets its peers hold, so that no peer — authenticated or not — can wear a
+/// node out: a client that sends its request a byte at a time, a flood of connections, many
+/// large bodies at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// How long a connection may take to send a request's headers, counted from when the
+    /// previous request was answered: an idle connection is closed after it too, so it is
+    /// longer than the idle time after which [`super::RpcClient`] drops a pooled connection.
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive once its headers have: 408 after it.
+    pub body_timeout: Duration,
+    /// Connections open at once; one more is closed at once (and logged).
+    pub max_connections: usize,
+    /// Request body bytes held at once over all connections (by their `Content-Length`, or
+    /// [`MAX_MESSAGE`] without one); a request that does not fit is answered 503 at once, so
+    /// a peer cannot make the node hold many 64 MiB bodies at a time.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> ServeLimits {
+        ServeLimits {
+            header_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_body_bytes: 8 * MAX_MESSAGE,
+        }
+    }
+}
+
+/// The bytes a request will hold: its declared length, else the most any body may have.
+fn declared_length(parts: &hyper::http::request::Parts) -> usize {
+    parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(MAX_MESSAGE, |n| n.min(MAX_MESSAGE))
+}
+
+/// Read the whole body (at most [`MAX_MESSAGE`] bytes, within the body budget and timeout)
+/// and hand the request to `handler`.
+async fn handle_one<H: Handler>(
+    handler: &H,
+    request: hyper::Request<Incoming>,
+    limits: ServeLimits,
+    body_budget: &Semaphore,
+) -> HttpResponse {
     let (parts, body) = request.into_parts();
-    match Limited::new(body, MAX_MESSAGE).collect().await {
+    let wanted = u32::try_from(declared_length(&parts).max(1)).unwrap_or(u32::MAX);
+    let Ok(_held) = body_budget.try_acquire_many(wanted) else {
+        return response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            format!(
+                "too many request bytes in flight (at most {} at once); retry",
+                limits.max_body_bytes
+            )
+            .into_bytes(),
+        );
+    };
+    let read = tokio::time::timeout(
+        limits.body_timeout,
+        Limited::new(body, MAX_MESSAGE).collect(),
+    );
+    let Ok(read) = read.await else {
+        return response(
+            StatusCode::REQUEST_TIMEOUT,
+            "text/plain; charset=utf-8",
+            format!("the request body took over {:?}", limits.body_timeout).into_bytes(),
+        );
+    };
+    match read {
         Ok(body) => {
             handler
                 .handle(HttpRequest::from_parts(parts, body.to_bytes()))
@@ -90,36 +161,61 @@ async fn handle_one<H: Handler>(handler: &H, request: hyper::Request<Incoming>) 
     }
 }
 
-/// Accept connections on `listener` and serve them with `handler` until `shutdown` completes.
-/// Open connections are closed when this returns.
+/// Accept connections on `listener` and serve them with `handler` until `shutdown` completes,
+/// within the default [`ServeLimits`]. Open connections are closed when this returns.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_with(listener, handler, shutdown, ServeLimits::default()).await;
+}
+
+/// [`serve`] within `limits`.
+pub async fn serve_with<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+    limits: ServeLimits,
+) {
     let mut connections = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let body_budget = Arc::new(Semaphore::new(
+        limits.max_body_bytes.min(Semaphore::MAX_PERMITS),
+    ));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
                         tracing::warn!("accept failed: {err}");
                         continue;
                     }
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(
+                        "closing a connection from {peer}: {} connections are open already",
+                        limits.max_connections
+                    );
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
+                let (handler, body_budget) = (handler.clone(), body_budget.clone());
                 connections.spawn(async move {
+                    let _slot = slot;
                     let service = hyper::service::service_fn(move |request| {
-                        let handler = handler.clone();
+                        let (handler, body_budget) = (handler.clone(), body_budget.clone());
                         async move {
-                            Ok::<_, std::convert::Infallible>(handle_one(&*handler, request).await)
+                            let reply = handle_one(&*handler, request, limits, &body_budget);
+                            Ok::<_, std::convert::Infallible>(reply.await)
                         }
                     });
                     let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.header_timeout)
                         .serve_connection(TokioIo::new(stream), service);
                     if let Err(err) = connection.await {
                         tracing::debug!("connection ended: {err}");
