@@ -1,4 +1,5 @@
-//! Every listener bounds what a peer can make it hold before anything is authenticated: a
+//! Every listener refuses a request without the cluster secret (when there is one) and bounds
+//! what a peer can make it hold before anything is authenticated: a
 //! request whose headers or body trickle in, more connections than it serves, more body bytes
 //! at once than its budget. Driven over raw TCP so the misbehaving peer is exactly as written.
 
@@ -9,7 +10,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
-use viewkv::net::{json_reply, serve_with, Handler, HttpRequest, HttpResponse, ServeLimits};
+use viewkv::net::{
+    json_reply, serve_with, Handler, HttpRequest, HttpResponse, RpcClient, RpcError, Secret,
+    ServeLimits,
+};
 use viewkv::testkit::wait_for;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -36,6 +40,14 @@ impl Handler for Echo {
 
 /// A listener serving `Echo` within `limits` until the returned sender is dropped.
 async fn start(limits: ServeLimits) -> (String, Arc<Echo>, oneshot::Sender<()>) {
+    start_with(limits, None).await
+}
+
+/// The same, requiring `secret`.
+async fn start_with(
+    limits: ServeLimits,
+    secret: Option<Secret>,
+) -> (String, Arc<Echo>, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("an address").to_string();
     let echo = Arc::new(Echo::default());
@@ -47,6 +59,7 @@ async fn start(limits: ServeLimits) -> (String, Arc<Echo>, oneshot::Sender<()>) 
             let _ = stopped.await;
         },
         limits,
+        secret,
     ));
     (addr, echo, stop)
 }
@@ -80,7 +93,11 @@ async fn status(stream: &mut TcpStream) -> Option<u16> {
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
         let text = String::from_utf8_lossy(&got);
-        if let Some(line) = text.split("\r\n").next().filter(|_| text.contains("\r\n\r\n")) {
+        if let Some(line) = text
+            .split("\r\n")
+            .next()
+            .filter(|_| text.contains("\r\n\r\n"))
+        {
             return line.split(' ').nth(1).and_then(|code| code.parse().ok());
         }
     }
@@ -108,7 +125,10 @@ async fn a_connection_over_the_cap_is_closed_and_a_freed_slot_serves_again() {
     let (_second, code) = send(&addr, &post("/", 3)).await;
     assert_eq!(code, Some(200));
     let (_, code) = send(&addr, &post("/", 3)).await;
-    assert_eq!(code, None, "a third connection was served with a cap of two");
+    assert_eq!(
+        code, None,
+        "a third connection was served with a cap of two"
+    );
     drop(first);
     wait_for("a freed connection slot", DEADLINE, || async {
         let (_, code) = send(&addr, &post("/", 3)).await;
@@ -155,7 +175,11 @@ async fn bodies_over_the_budget_get_503_until_the_held_ones_are_done() {
     })
     .await;
     let (_, code) = send(&addr, &post("/", 800)).await;
-    assert_eq!(code, Some(503), "1600 body bytes held with a budget of 1000");
+    assert_eq!(
+        code,
+        Some(503),
+        "1600 body bytes held with a budget of 1000"
+    );
     let (_, code) = send(&addr, &post("/", 100)).await;
     assert_eq!(code, Some(200), "a body within what is left of the budget");
     echo.release.notify_waiters();
@@ -165,4 +189,32 @@ async fn bodies_over_the_budget_get_503_until_the_held_ones_are_done() {
         (code == Some(200)).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_requests_that_prove_the_secret_are_served_and_status_stays_open() {
+    let secret = Secret::new("a-test-secret-of-some-length").expect("a secret");
+    let (addr, echo, _stop) = start_with(limits(), Some(secret.clone())).await;
+    let (_, code) = send(&addr, &post("/hold", 10)).await;
+    assert_eq!(code, Some(401), "no Authorization header");
+    let wrong = b"POST /hold HTTP/1.1\r\nhost: x\r\nauthorization: Bearer a-test-secret-of-some-lengtH\r\ncontent-length: 0\r\n\r\n";
+    let (_, code) = send(&addr, wrong).await;
+    assert_eq!(code, Some(401), "a wrong secret");
+    assert_eq!(
+        echo.holding.load(Ordering::SeqCst),
+        0,
+        "a refused request reached the handler"
+    );
+    let status = b"GET /status HTTP/1.1\r\nhost: x\r\n\r\n";
+    let (_, code) = send(&addr, status).await;
+    assert_eq!(code, Some(200), "/status needs no secret");
+    let without = RpcClient::new("without", None);
+    let refused = without.call_raw(&addr, "/", vec![1, 2, 3], DEADLINE).await;
+    assert!(
+        matches!(&refused, Err(RpcError::Status { status: 401, message, .. }) if message.contains("secret")),
+        "{refused:?}"
+    );
+    let with = RpcClient::new("with", None).with_secret(Some(secret));
+    let reply = with.call_raw(&addr, "/", vec![1, 2, 3], DEADLINE).await;
+    assert_eq!(reply.ok(), Some(b"{\"len\":3}\n".to_vec()));
 }

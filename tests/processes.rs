@@ -146,7 +146,9 @@ fn up_put_get_kill_9_the_primary_get_again() {
     let servers: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
-    let mut config = String::new();
+    // `up` makes the secret file the cluster file names; commands given the file prove it.
+    let secret_path = dir.path().join("secret");
+    let mut config = format!("secret_file = {:?}\n", secret_path.display().to_string());
     for (i, addr) in monitors.iter().enumerate() {
         config.push_str(&format!("[[monitor]]\nid = {}\naddr = \"{addr}\"\n", i + 1));
     }
@@ -192,6 +194,11 @@ fn up_put_get_kill_9_the_primary_get_again() {
     assert_eq!((code, stdout.trim()), (0, "OK"), "{stderr}");
     let (code, stdout, _) = viewkv(&["get", "--config", cfg, "hello"]);
     assert_eq!((code, stdout.as_str()), (0, "world\n"));
+    let secret = std::fs::read_to_string(&secret_path).expect("up wrote the secret file");
+    assert!(secret.trim().len() >= 32, "a weak generated secret");
+    let (code, _, stderr) = viewkv(&["get", "--monitors", &monitors.join(","), "hello"]);
+    assert_eq!(code, 2, "a get without the secret: {stderr}");
+    assert!(stderr.contains("secret"), "say what is missing: {stderr}");
     let (code, stdout, _) = viewkv(&["get", "--config", cfg, "no-such-key"]);
     assert_eq!(
         (code, stdout.as_str()),

@@ -69,7 +69,11 @@ fn client(monitors: &MonitorsArg, deadline: Option<Duration>) -> anyhow::Result<
             .unwrap_or(defaults.retry_interval),
         rpc_timeout: monitors.timeout,
     };
-    Ok(Client::with_options(monitors.resolve()?, options))
+    Ok(Client::with_secret(
+        monitors.resolve()?,
+        options,
+        super::secret(&file)?,
+    ))
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -12,10 +12,12 @@ mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use viewkv::config::ClusterFile;
+use viewkv::net::Secret;
 
 /// The monitors a client-side command talks to when neither a flag, a cluster file nor
 /// `VIEWKV_MONITORS` names them.
@@ -32,6 +34,29 @@ pub struct Cli {
     /// from `RUST_LOG` (e.g. `RUST_LOG=debug`, `RUST_LOG=viewkv=debug,openraft=info`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VIEWKV_LOG_FORMAT")]
     log_format: LogFormat,
+    /// A file holding the cluster secret: every request proves it, and a monitor or server
+    /// started with it refuses requests that do not [default: the cluster file's
+    /// `secret_file`; none: the cluster is open to anyone who can reach its ports].
+    #[arg(long, global = true, env = "VIEWKV_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+}
+
+/// `--secret-file`, once parsed: commands read it through [`secret`].
+static SECRET_FILE: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// The cluster secret: from `--secret-file` (or `VIEWKV_SECRET_FILE`), else the cluster file's
+/// `secret_file`, else none.
+pub fn secret(file: &ClusterFile) -> anyhow::Result<Option<Secret>> {
+    match secret_path(file) {
+        Some(path) => Ok(Some(Secret::load(&path)?)),
+        None => Ok(None),
+    }
+}
+
+/// Where the cluster secret is to be found, if anywhere (see [`secret`]).
+pub fn secret_path(file: &ClusterFile) -> Option<PathBuf> {
+    let flag = SECRET_FILE.get().and_then(Option::as_ref);
+    flag.or(file.secret_file.as_ref()).cloned()
 }
 
 /// How log lines are written.
@@ -138,6 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => "warn",
     };
     init_logging(level, cli.log_format);
+    let _ = SECRET_FILE.set(cli.secret_file.clone());
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Monitor(args) => monitor::run(args).await,

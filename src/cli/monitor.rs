@@ -149,6 +149,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .unwrap_or(raft.snapshot_every),
             keep_after_snapshot: raft.keep_after_snapshot,
         },
+        secret: super::secret(&file)?,
     };
     config.timings.validate().map_err(anyhow::Error::msg)?;
     let r = &config.raft;
@@ -160,7 +161,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             r.election_max
         );
     }
-    let rpc = RpcClient::new(&advertised, None);
+    let rpc = RpcClient::new(&advertised, None).with_secret(config.secret.clone());
     viewkv::monitor::run(config, listener, rpc, stop_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

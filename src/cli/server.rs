@@ -89,7 +89,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let rpc = RpcClient::new(&args.listen, None);
+    config.secret = super::secret(&file)?;
+    let rpc = RpcClient::new(&args.listen, None).with_secret(config.secret.clone());
     viewkv::kv::run(config, listener, rpc, stop_signal()).await;
     Ok(ExitCode::SUCCESS)
 }

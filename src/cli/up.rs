@@ -1,13 +1,13 @@
 //! `viewkv up`: a local cluster as child processes, with a live status line, until Ctrl-C.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use viewkv::monitor::MonitorClient;
-use viewkv::net::RpcClient;
+use viewkv::net::{RpcClient, Secret};
 
 use super::load;
 use super::local::{Kind, LocalCluster};
@@ -80,10 +80,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
-    let config_args: Vec<String> = match &args.config {
+    let secret_path = super::secret_path(&file).unwrap_or_else(|| dir.join("secret"));
+    let secret = ensure_secret(&secret_path)?;
+    let mut config_args: Vec<String> = match &args.config {
         Some(path) => vec!["--config".into(), path.display().to_string()],
         None => Vec::new(),
     };
+    config_args.extend(["--secret-file".into(), secret_path.display().to_string()]);
     let mut cluster = LocalCluster::start(peers.clone(), servers.clone(), &dir, &config_args)?;
     println!(
         "viewkv up: {} monitors, {} kv servers (data and logs in {})",
@@ -99,11 +102,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             node.proc.pid()
         );
     }
-    println!("Try, in another terminal:  viewkv put hello world && viewkv get hello");
+    println!(
+        "Every request must prove the cluster secret in {}; in another terminal, try:",
+        secret_path.display()
+    );
+    println!(
+        "  export VIEWKV_SECRET_FILE={}; viewkv put hello world && viewkv get hello",
+        secret_path.display()
+    );
     println!("Ctrl-C stops the cluster.");
     let monitor_addrs: Vec<String> = peers.iter().map(|(_, a)| a.clone()).collect();
     let client = MonitorClient::new(
-        RpcClient::new("viewkv-up", None),
+        RpcClient::new("viewkv-up", None).with_secret(Some(secret)),
         monitor_addrs,
         Duration::from_millis(300),
     );
@@ -147,6 +157,28 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The secret in `path`, made (random, readable by its owner only) if the file does not exist.
+fn ensure_secret(path: &Path) -> anyhow::Result<Secret> {
+    if path.exists() {
+        return Ok(Secret::load(path)?);
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let secret = Secret::generate();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options
+        .open(path)
+        .with_context(|| format!("cannot create the secret file {}", path.display()))?;
+    writeln!(out, "{}", secret.expose())
+        .with_context(|| format!("cannot write the secret file {}", path.display()))?;
+    Ok(secret)
 }
 
 /// `view 3 primary=... backup=... | leader: monitor 1 | up: 3/3 monitors, 3/3 servers`.

@@ -20,7 +20,8 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = MonitorClient::new(
-        RpcClient::new("viewkv-cli", None),
+        RpcClient::new("viewkv-cli", None)
+            .with_secret(super::secret(&super::load(args.monitors.config.as_ref())?)?),
         args.monitors.resolve()?,
         args.monitors.timeout,
     );

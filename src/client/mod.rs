@@ -16,7 +16,7 @@ pub use router::{ClientError, ClientOptions, Router};
 
 use crate::kv::api::{Op, Request};
 use crate::monitor::MonitorClient;
-use crate::net::RpcClient;
+use crate::net::{RpcClient, Secret};
 
 /// A client session. Calls take `&mut self`: one operation at a time per client, which is what
 /// makes each retry recognizable as a repeat (use one client per concurrent task; they are
@@ -39,8 +39,17 @@ impl Client {
 
     /// A client with the given options.
     pub fn with_options(monitors: Vec<String>, options: ClientOptions) -> Client {
+        Client::with_secret(monitors, options, None)
+    }
+
+    /// A client of a cluster that has a secret: every request proves `secret`.
+    pub fn with_secret(
+        monitors: Vec<String>,
+        options: ClientOptions,
+        secret: Option<Secret>,
+    ) -> Client {
         let id: u64 = rand::random();
-        let rpc = RpcClient::new(&format!("client-{id:016x}"), None);
+        let rpc = RpcClient::new(&format!("client-{id:016x}"), None).with_secret(secret);
         Client::with_rpc(rpc, monitors, options)
     }
 

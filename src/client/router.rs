@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::kv::api::{KvError, Reply, Request, REQUEST};
-use crate::monitor::MonitorClient;
+use crate::monitor::{MonitorClient, MonitorUnavailable};
 use crate::net::RpcClient;
 use crate::view::View;
 
@@ -43,6 +43,10 @@ pub enum ClientError {
     /// The service refused the operation; it was not applied.
     #[error("refused: {0}")]
     Refused(KvError),
+    /// A monitor or server refused the request for want of the cluster secret: nothing was
+    /// applied. Give the cluster's secret file.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The first attempt of a request found the client's session gone from the duplicate
     /// table (evicted or expired): nothing was applied; the caller starts a new session.
     #[error("the service no longer remembers this client's session; nothing was applied")]
@@ -86,15 +90,11 @@ impl Router {
         self.options
     }
 
-    async fn refresh_view(&mut self) -> Result<(), String> {
+    async fn refresh_view(&mut self) -> Result<(), MonitorUnavailable> {
         self.view_reads += 1;
-        match self.monitors.view().await {
-            Ok(reply) => {
-                self.view = Some(reply.view);
-                Ok(())
-            }
-            Err(err) => Err(err.to_string()),
-        }
+        let reply = self.monitors.view().await?;
+        self.view = Some(reply.view);
+        Ok(())
     }
 
     /// Send `request` to the primary until it is answered or the deadline passes. The same
@@ -106,8 +106,12 @@ impl Router {
         loop {
             let mut last = String::new();
             if self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
-                if let Err(err) = self.refresh_view().await {
-                    last = err;
+                match self.refresh_view().await {
+                    Ok(()) => {}
+                    Err(err) if err.unauthorized => {
+                        return Err(ClientError::Unauthorized(err.last))
+                    }
+                    Err(err) => last = err.to_string(),
                 }
             }
             let primary = self.view.as_ref().and_then(|v| v.primary.clone());
@@ -144,6 +148,9 @@ impl Router {
                             });
                         }
                         Ok(Reply::Err(err)) => return Err(ClientError::Refused(err)),
+                        Err(err) if err.is_unauthorized() => {
+                            return Err(ClientError::Unauthorized(err.to_string()));
+                        }
                         Err(err) => {
                             last = err.to_string();
                             self.view = None;

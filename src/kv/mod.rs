@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::monitor::MonitorClient;
-use crate::net::{serve, RpcClient};
+use crate::net::{serve_with, RpcClient, Secret, ServeLimits};
 use crate::view::Timings;
 
 /// Everything a kv server needs to start.
@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub confirm_timeout: Duration,
     /// Most key and value bytes in one state-transfer chunk.
     pub transfer_chunk_bytes: usize,
+    /// The cluster secret every request to this server must prove, if the cluster has one
+    /// (outbound, the `RpcClient` given to [`run`] carries it).
+    pub secret: Option<Secret>,
 }
 
 impl ServerConfig {
@@ -78,6 +81,7 @@ impl ServerConfig {
             rpc_timeout: Duration::from_secs(1),
             confirm_timeout: Duration::from_secs(2),
             transfer_chunk_bytes: MAX_CHUNK_BYTES,
+            secret: None,
         }
     }
 
@@ -136,7 +140,15 @@ pub async fn run(
         me.addr
     );
     let pinger = tokio::spawn(server.clone().ping_loop());
-    serve(listener, server.clone(), shutdown).await;
+    let secret = server.config.secret.clone();
+    serve_with(
+        listener,
+        server.clone(),
+        shutdown,
+        ServeLimits::default(),
+        secret,
+    )
+    .await;
     pinger.abort();
     let _ = pinger.await;
     server.stop().await;

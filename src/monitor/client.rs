@@ -26,6 +26,8 @@ pub struct MonitorUnavailable {
     pub tried: usize,
     /// The last failure seen.
     pub last: String,
+    /// Whether a monitor refused us for want of the cluster secret.
+    pub unauthorized: bool,
 }
 
 /// A handle on the monitor group. Cheap to clone.
@@ -103,6 +105,7 @@ impl MonitorClient {
             ask(addr, &mut pending);
         }
         let mut last = String::from("no monitors configured");
+        let mut unauthorized = false;
         while let Some(joined) = pending.join_next().await {
             let Ok((addr, reply)) = joined else {
                 continue;
@@ -117,12 +120,16 @@ impl MonitorClient {
                         }
                     }
                 },
-                Err(err) => last = err.to_string(),
+                Err(err) => {
+                    unauthorized |= err.is_unauthorized();
+                    last = err.to_string();
+                }
             }
         }
         Err(MonitorUnavailable {
             tried: asked.len(),
             last,
+            unauthorized,
         })
     }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use viewkv_raft::{Network, Node, NodeId, Raft, Store};
 
-use crate::net::{serve, RpcClient};
+use crate::net::{serve_with, RpcClient, Secret, ServeLimits};
 use crate::view::Timings;
 use lease::Lease;
 use state_machine::StateMachine;
@@ -73,6 +73,9 @@ pub struct MonitorConfig {
     pub timings: Timings,
     /// Raft timings.
     pub raft: RaftTimings,
+    /// The cluster secret every request to this monitor must prove, if the cluster has one
+    /// (outbound, the `RpcClient` given to [`run`] carries it).
+    pub secret: Option<Secret>,
 }
 
 /// Why a monitor could not start or stopped.
@@ -187,7 +190,15 @@ pub async fn run(
             }
         })
     };
-    serve(listener, monitor.clone(), shutdown).await;
+    let limits = ServeLimits::default();
+    serve_with(
+        listener,
+        monitor.clone(),
+        shutdown,
+        limits,
+        config.secret.clone(),
+    )
+    .await;
     ticker.abort();
     let _ = ticker.await;
     if let Err(err) = raft.shutdown().await {

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{decode, encode, Fate, Faults, MAX_MESSAGE};
+use super::{decode, encode, Fate, Faults, Secret, MAX_MESSAGE};
 
 /// Why an RPC failed. Except for [`RpcError::Status`], the request may or may not have been
 /// served: callers that retry must make the retry idempotent.
@@ -61,6 +61,14 @@ pub enum RpcError {
     },
 }
 
+impl RpcError {
+    /// Whether the server refused us for want of the cluster secret (nothing was done, and
+    /// trying again with the same credentials cannot help).
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, RpcError::Status { status: 401, .. })
+    }
+}
+
 /// Sends RPCs on behalf of one node. Cheap to clone; clones share a connection pool.
 #[derive(Clone)]
 pub struct RpcClient {
@@ -70,6 +78,8 @@ pub struct RpcClient {
     http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     /// Faults to apply to every call; `None` outside tests.
     faults: Option<Arc<Faults>>,
+    /// The cluster secret every request carries, if the cluster has one.
+    secret: Option<Secret>,
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -91,7 +101,14 @@ impl RpcClient {
             me: me.into(),
             http,
             faults,
+            secret: None,
         }
+    }
+
+    /// The same client, proving `secret` on every request (none if `None`).
+    pub fn with_secret(mut self, secret: Option<Secret>) -> RpcClient {
+        self.secret = secret;
+        self
     }
 
     /// This node's name.
@@ -148,13 +165,18 @@ impl RpcClient {
 
     /// One HTTP exchange, without faults or deadline.
     async fn exchange(&self, addr: &str, path: &str, body: Vec<u8>) -> Result<Vec<u8>, RpcError> {
-        let request = hyper::Request::post(format!("http://{addr}{path}"))
-            .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|err| RpcError::Unreachable {
-                addr: addr.to_string(),
-                reason: format!("bad address: {err}"),
-            })?;
+        let mut request = hyper::Request::post(format!("http://{addr}{path}"))
+            .header(hyper::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(secret) = &self.secret {
+            request = request.header(hyper::header::AUTHORIZATION, secret.header());
+        }
+        let request =
+            request
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|err| RpcError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: format!("bad address: {err}"),
+                })?;
         let response = self.http.request(request).await.map_err(|err| {
             if err.is_connect() {
                 RpcError::Unreachable {

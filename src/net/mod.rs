@@ -7,11 +7,13 @@
 mod client;
 mod codec;
 mod faults;
+mod secret;
 mod server;
 
 pub use client::{RpcClient, RpcError};
 pub use codec::{decode, encode, DecodeError, MAX_MESSAGE};
 pub use faults::{Fate, Faults};
+pub use secret::{Secret, SecretError, MIN_SECRET_BYTES};
 pub use server::{
     bad_request, bincode_reply, json_reply, not_found, serve, serve_with, Handler, HttpRequest,
     HttpResponse, ServeLimits,

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{encode, MAX_MESSAGE};
+use super::{encode, Secret, MAX_MESSAGE};
 
 /// A request whose body has been read in full.
 pub type HttpRequest = hyper::Request<Bytes>;
@@ -82,7 +82,7 @@ pub struct ServeLimits {
     /// Connections open at once; one more is closed at once (and logged).
     pub max_connections: usize,
     /// Request body bytes held at once over all connections (by their `Content-Length`, or
-    /// [`MAX_MESSAGE`] without one); a request that does not fit is answered 503 at once, so
+    /// [`MAX_MESSAGE`] for a chunked body); a request that does not fit is answered 503 at once, so
     /// a peer cannot make the node hold many 64 MiB bodies at a time.
     pub max_body_bytes: usize,
 }
@@ -98,25 +98,42 @@ impl Default for ServeLimits {
     }
 }
 
-/// The bytes a request will hold: its declared length, else the most any body may have.
+/// The bytes a request will hold: its declared length; the most any body may have if it comes
+/// in chunks of unknown total; none without either (HTTP/1.1: no body).
 fn declared_length(parts: &hyper::http::request::Parts) -> usize {
+    if parts.headers.contains_key(hyper::header::TRANSFER_ENCODING) {
+        return MAX_MESSAGE;
+    }
     parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
-        .map_or(MAX_MESSAGE, |n| n.min(MAX_MESSAGE))
+        .map_or(0, |n| n.min(MAX_MESSAGE))
 }
 
-/// Read the whole body (at most [`MAX_MESSAGE`] bytes, within the body budget and timeout)
-/// and hand the request to `handler`.
+/// Check the secret (every path but `/status`, which stays open for health checks), read
+/// the whole body (at most [`MAX_MESSAGE`] bytes, within the body budget and timeout) and
+/// hand the request to `handler`.
 async fn handle_one<H: Handler>(
     handler: &H,
     request: hyper::Request<Incoming>,
     limits: ServeLimits,
+    secret: Option<&Secret>,
     body_budget: &Semaphore,
 ) -> HttpResponse {
     let (parts, body) = request.into_parts();
+    let open = parts.uri.path() == "/status";
+    if let Some(secret) = secret.filter(|_| !open) {
+        let header = parts.headers.get(hyper::header::AUTHORIZATION);
+        if !secret.admits(header.map(|h| h.as_bytes())) {
+            return response(
+                StatusCode::UNAUTHORIZED,
+                "text/plain; charset=utf-8",
+                b"missing or wrong cluster secret (give the cluster's --secret-file)".to_vec(),
+            );
+        }
+    }
     let wanted = u32::try_from(declared_length(&parts).max(1)).unwrap_or(u32::MAX);
     let Ok(_held) = body_budget.try_acquire_many(wanted) else {
         return response(
@@ -168,15 +185,16 @@ pub async fn serve<H: Handler>(
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_with(listener, handler, shutdown, ServeLimits::default()).await;
+    serve_with(listener, handler, shutdown, ServeLimits::default(), None).await;
 }
 
-/// [`serve`] within `limits`.
+/// [`serve`] within `limits`, answering 401 to requests that do not prove `secret` (if any).
 pub async fn serve_with<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
     limits: ServeLimits,
+    secret: Option<Secret>,
 ) {
     let mut connections = JoinSet::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -204,12 +222,20 @@ pub async fn serve_with<H: Handler>(
                 };
                 let _ = stream.set_nodelay(true);
                 let (handler, body_budget) = (handler.clone(), body_budget.clone());
+                let secret = secret.clone();
                 connections.spawn(async move {
                     let _slot = slot;
                     let service = hyper::service::service_fn(move |request| {
                         let (handler, body_budget) = (handler.clone(), body_budget.clone());
+                        let secret = secret.clone();
                         async move {
-                            let reply = handle_one(&*handler, request, limits, &body_budget);
+                            let reply = handle_one(
+                                &*handler,
+                                request,
+                                limits,
+                                secret.as_ref(),
+                                &body_budget,
+                            );
                             Ok::<_, std::convert::Infallible>(reply.await)
                         }
                     });

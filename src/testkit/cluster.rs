@@ -13,7 +13,7 @@ use super::wait_for;
 use crate::client::{Client, ClientOptions};
 use crate::kv::{self, Limits, ServerConfig};
 use crate::monitor::{self, MonitorClient, MonitorConfig, MonitorError, RaftTimings};
-use crate::net::{Faults, RpcClient};
+use crate::net::{Faults, RpcClient, Secret};
 use crate::view::{Timings, View};
 
 /// The `i`th key [`Cluster::load_keys`] stores.
@@ -38,6 +38,8 @@ pub struct ClusterOptions {
     pub min_copies: u32,
     /// Most bytes per state-transfer chunk (small ones make a transfer take many messages).
     pub transfer_chunk_bytes: usize,
+    /// The cluster secret every node requires and every harness client proves, if any.
+    pub secret: Option<Secret>,
 }
 
 impl ClusterOptions {
@@ -61,6 +63,7 @@ impl ClusterOptions {
             limits: Limits::default(),
             min_copies: 2,
             transfer_chunk_bytes: kv::MAX_CHUNK_BYTES,
+            secret: None,
         }
     }
 }
@@ -148,6 +151,7 @@ impl Cluster {
             );
             listeners.insert(id, listener);
         }
+        let observer = RpcClient::new("testkit", None).with_secret(options.secret.clone());
         let mut cluster = Cluster {
             faults: Arc::new(Faults::new(options.seed)),
             options,
@@ -155,7 +159,7 @@ impl Cluster {
             monitors,
             servers: BTreeMap::new(),
             clients: 0,
-            observer: RpcClient::new("testkit", None),
+            observer,
         };
         for (id, listener) in listeners {
             cluster.launch_monitor(id, listener);
@@ -217,6 +221,7 @@ impl Cluster {
             .iter()
             .map(|(id, slot)| (*id, slot.addr.clone()))
             .collect();
+        let rpc = self.rpc(&self.monitor_addr(id));
         let Some(slot) = self.monitors.get_mut(&id) else {
             panic!("no monitor {id}");
         };
@@ -226,8 +231,8 @@ impl Cluster {
             data_dir: slot.dir.clone(),
             timings: self.options.timings,
             raft: self.options.raft.clone(),
+            secret: self.options.secret.clone(),
         };
-        let rpc = RpcClient::new(&slot.addr, Some(self.faults.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(monitor::run(config, listener, rpc, async {
             let _ = stopped.await;
@@ -309,7 +314,7 @@ impl Cluster {
     /// A monitor client for a node named `name`, subject to the cluster's faults.
     pub fn monitor_client(&self, name: &str) -> MonitorClient {
         MonitorClient::new(
-            RpcClient::new(name, Some(self.faults.clone())),
+            self.rpc(name),
             self.monitor_addrs(),
             Duration::from_millis(500),
         )
@@ -377,6 +382,7 @@ impl Cluster {
         config.transfer_chunk_bytes = self.options.transfer_chunk_bytes;
         config.rpc_timeout = Duration::from_millis(500);
         config.confirm_timeout = Duration::from_secs(1);
+        config.secret = self.options.secret.clone();
         config
     }
 
@@ -385,7 +391,7 @@ impl Cluster {
         if let Err(err) = config.validate() {
             panic!("kv server {addr}: {err}");
         }
-        let rpc = RpcClient::new(&addr, Some(self.faults.clone()));
+        let rpc = self.rpc(&addr);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(kv::run(config, listener, rpc, async {
             let _ = stopped.await;
@@ -448,11 +454,14 @@ impl Cluster {
     /// A new client with the given options.
     pub fn client_with(&mut self, options: ClientOptions) -> Client {
         self.clients += 1;
-        let rpc = RpcClient::new(
-            &format!("client-{}", self.clients),
-            Some(self.faults.clone()),
-        );
+        let rpc = self.rpc(&format!("client-{}", self.clients));
         Client::with_rpc(rpc, self.monitor_addrs(), options)
+    }
+
+    /// An RPC client for the node or client called `name`: subject to the cluster's faults,
+    /// proving its secret.
+    fn rpc(&self, name: &str) -> RpcClient {
+        RpcClient::new(name, Some(self.faults.clone())).with_secret(self.options.secret.clone())
     }
 
     /// Make the kv servers unreliable as in 6.824: 10% of requests to them are dropped and 20%

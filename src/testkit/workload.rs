@@ -80,7 +80,11 @@ impl Recorder {
             Err(ClientError::Indeterminate { .. }) => {
                 self.push(Operation::unknown(who, call, invoke))
             }
-            Err(err @ (ClientError::Refused(_) | ClientError::SessionLost)) => {
+            Err(
+                err @ (ClientError::Refused(_)
+                | ClientError::SessionLost
+                | ClientError::Unauthorized(_)),
+            ) => {
                 let text = format!("{call}: {err}");
                 match self.refused.lock() {
                     Ok(mut r) => r.push(text),
