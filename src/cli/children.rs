@@ -17,7 +17,9 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Start `viewkv ARGS...`, with its stderr appended to `log`.
+    /// Start `viewkv ARGS...`, with its stderr appended to `log`. A child gets a cluster secret
+    /// only from its arguments, not from this process's `VIEWKV_SECRET_FILE`: the benchmarks'
+    /// clusters are open, and `viewkv up` names its secret file.
     pub fn spawn(name: &str, args: &[String], log: &Path) -> anyhow::Result<Proc> {
         let exe = std::env::current_exe().context("cannot find the viewkv executable")?;
         let log_file = std::fs::OpenOptions::new()
@@ -27,6 +29,7 @@ impl Proc {
             .with_context(|| format!("cannot open log file {}", log.display()))?;
         let child = Command::new(exe)
             .args(args)
+            .env_remove("VIEWKV_SECRET_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
