@@ -13,7 +13,7 @@ use super::replica::{Effect, Progress, Replica, Settings, Submit};
 use super::{replication, ServerConfig};
 use crate::monitor::MonitorClient;
 use crate::net::{bad_request, bincode_reply, decode, json_reply, not_found, Handler};
-use crate::net::{HttpRequest, HttpResponse, RpcClient};
+use crate::net::{Gauge, HttpRequest, HttpResponse, RpcClient};
 use crate::view::Member;
 
 /// A running kv server.
@@ -200,6 +200,10 @@ impl KvServer {
 }
 
 impl Handler for KvServer {
+    fn gauges(&self) -> Vec<Gauge> {
+        self.with_replica(|r| r.gauges())
+    }
+
     async fn handle(&self, request: HttpRequest) -> HttpResponse {
         let path = request.uri().path().to_string();
         match path.as_str() {

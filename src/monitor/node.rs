@@ -11,7 +11,7 @@ use super::api::{PingReply, ViewReply, PING, STATUS, VIEW};
 use super::lease::{leader_hint, Lease};
 use super::state_machine::StateMachine;
 use crate::net::{bad_request, bincode_reply, decode, encode, json_reply, not_found, Handler};
-use crate::net::{HttpRequest, HttpResponse};
+use crate::net::{Gauge, HttpRequest, HttpResponse};
 use crate::view::{Decider, Decision, Ping, Timings};
 
 /// The decider of the current leadership term.
@@ -235,6 +235,50 @@ impl Monitor {
 }
 
 impl Handler for Monitor {
+    fn gauges(&self) -> Vec<Gauge> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let index = |id: Option<openraft::LogId<u64>>| id.map_or(0.0, |id| id.index as f64);
+        let leader = metrics.state == openraft::ServerState::Leader;
+        let serving = self.lease.confirmed_term().is_some();
+        vec![
+            Gauge::new(
+                "viewkv_view_number",
+                "The view this monitor has applied.",
+                self.sm.table().view.num as f64,
+            ),
+            Gauge::new(
+                "viewkv_raft_term",
+                "The current Raft term.",
+                metrics.current_term as f64,
+            ),
+            Gauge::new(
+                "viewkv_raft_last_log_index",
+                "The last Raft log index appended here.",
+                metrics.last_log_index.map_or(0.0, |i| i as f64),
+            ),
+            Gauge::new(
+                "viewkv_raft_applied_index",
+                "The last Raft log index applied here.",
+                index(metrics.last_applied),
+            ),
+            Gauge::new(
+                "viewkv_raft_leader",
+                "1 if this monitor is the Raft leader.",
+                f64::from(u8::from(leader)),
+            ),
+            Gauge::new(
+                "viewkv_monitor_serving",
+                "1 if this monitor leads with a quorum-confirmed lease and answers pings.",
+                f64::from(u8::from(serving)),
+            ),
+            Gauge::new(
+                "viewkv_monitor_requests",
+                "Pings and view reads served.",
+                self.requests.load(Ordering::Relaxed) as f64,
+            ),
+        ]
+    }
+
     async fn handle(&self, request: HttpRequest) -> HttpResponse {
         let path = request.uri().path().to_string();
         match path.as_str() {

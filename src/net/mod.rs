@@ -7,12 +7,14 @@
 mod client;
 mod codec;
 mod faults;
+mod metrics;
 mod secret;
 mod server;
 
 pub use client::{RpcClient, RpcError};
 pub use codec::{decode, encode, DecodeError, MAX_MESSAGE};
 pub use faults::{Fate, Faults};
+pub use metrics::Gauge;
 pub use secret::{Secret, SecretError, MIN_SECRET_BYTES};
 pub use server::{
     bad_request, bincode_reply, json_reply, not_found, serve, serve_with, Handler, HttpRequest,

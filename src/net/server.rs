@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::metrics::{Gauge, HttpMetrics};
 use super::{encode, Secret, MAX_MESSAGE};
 
 /// A request whose body has been read in full.
@@ -25,6 +26,11 @@ pub type HttpResponse = hyper::Response<Full<Bytes>>;
 pub trait Handler: Send + Sync + 'static {
     /// Answer one request.
     fn handle(&self, request: HttpRequest) -> impl Future<Output = HttpResponse> + Send;
+
+    /// What this node reports on `/metrics` besides its requests.
+    fn gauges(&self) -> Vec<Gauge> {
+        Vec::new()
+    }
 }
 
 fn response(status: StatusCode, content_type: &str, body: Vec<u8>) -> HttpResponse {
@@ -118,10 +124,50 @@ fn declared_length(parts: &hyper::http::request::Parts) -> usize {
 async fn handle_one<H: Handler>(
     handler: &H,
     request: hyper::Request<Incoming>,
-    limits: ServeLimits,
-    secret: Option<&Secret>,
-    body_budget: &Semaphore,
+    listener: &Listener,
 ) -> HttpResponse {
+    let started = Instant::now();
+    let path = request.uri().path().to_string();
+    let reply = if path == "/metrics" {
+        let text = listener.metrics.render(handler.gauges());
+        response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            text.into_bytes(),
+        )
+    } else {
+        admit_and_handle(handler, request, listener).await
+    };
+    let status = reply.status().as_u16();
+    let known = reply.status() != StatusCode::NOT_FOUND;
+    listener
+        .metrics
+        .record(&path, known, status, started.elapsed());
+    reply
+}
+
+/// What every connection of one listener shares.
+struct Listener {
+    /// Its limits.
+    limits: ServeLimits,
+    /// The secret requests must prove, if any.
+    secret: Option<Secret>,
+    /// Body bytes that may still be held, as permits.
+    body_budget: Semaphore,
+    /// What `/metrics` reports of its requests.
+    metrics: HttpMetrics,
+}
+
+async fn admit_and_handle<H: Handler>(
+    handler: &H,
+    request: hyper::Request<Incoming>,
+    listener: &Listener,
+) -> HttpResponse {
+    let (limits, secret, body_budget) = (
+        listener.limits,
+        listener.secret.as_ref(),
+        &listener.body_budget,
+    );
     let (parts, body) = request.into_parts();
     let open = parts.uri.path() == "/status";
     if let Some(secret) = secret.filter(|_| !open) {
@@ -198,9 +244,12 @@ pub async fn serve_with<H: Handler>(
 ) {
     let mut connections = JoinSet::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let body_budget = Arc::new(Semaphore::new(
-        limits.max_body_bytes.min(Semaphore::MAX_PERMITS),
-    ));
+    let shared = Arc::new(Listener {
+        limits,
+        secret,
+        body_budget: Semaphore::new(limits.max_body_bytes.min(Semaphore::MAX_PERMITS)),
+        metrics: HttpMetrics::default(),
+    });
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -221,21 +270,13 @@ pub async fn serve_with<H: Handler>(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (handler, body_budget) = (handler.clone(), body_budget.clone());
-                let secret = secret.clone();
+                let (handler, shared) = (handler.clone(), shared.clone());
                 connections.spawn(async move {
                     let _slot = slot;
                     let service = hyper::service::service_fn(move |request| {
-                        let (handler, body_budget) = (handler.clone(), body_budget.clone());
-                        let secret = secret.clone();
+                        let (handler, shared) = (handler.clone(), shared.clone());
                         async move {
-                            let reply = handle_one(
-                                &*handler,
-                                request,
-                                limits,
-                                secret.as_ref(),
-                                &body_budget,
-                            );
+                            let reply = handle_one(&*handler, request, &shared);
                             Ok::<_, std::convert::Infallible>(reply.await)
                         }
                     });

@@ -26,6 +26,11 @@ pub struct Staging {
 }
 
 impl Staging {
+    /// Keys received so far, and the total the transfer will bring.
+    pub fn received(&self) -> (usize, u64) {
+        (self.store.data().len(), self.total_keys)
+    }
+
     /// Keys received of the total, for status.
     pub fn progress(&self) -> serde_json::Value {
         serde_json::json!({

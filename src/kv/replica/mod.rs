@@ -16,6 +16,7 @@ pub use primary::{NextStep, Stop, Submit};
 
 use super::api::Entry;
 use super::store::{Limits, Store};
+use crate::net::Gauge;
 use crate::view::{Member, Ping, Timings, View};
 use backup::Staging;
 
@@ -273,6 +274,93 @@ impl Replica {
             backup_synced: synced,
             backup_failed: failed,
         }
+    }
+
+    /// The gauges `/metrics` reports: the role, the state, replication and transfer progress.
+    pub fn gauges(&self) -> Vec<Gauge> {
+        let (primary, backup) = match &self.role {
+            Role::Idle => (0.0, 0.0),
+            Role::Backup(_) => (0.0, 1.0),
+            Role::Primary(_) => (1.0, 0.0),
+        };
+        let (synced, unconfirmed) = match &self.role {
+            Role::Primary(p) => (p.synced, p.unconfirmed.len()),
+            _ => (false, 0),
+        };
+        let (received, total) = match &self.role {
+            Role::Backup(BackupRole {
+                staging: Some(s), ..
+            }) => s.received(),
+            _ => (0, 0),
+        };
+        let count = |n: usize| n as f64;
+        vec![
+            Gauge::new(
+                "viewkv_view_number",
+                "The view this server follows.",
+                count(self.view.num as usize),
+            ),
+            Gauge::new(
+                "viewkv_kv_primary",
+                "1 if this server is the primary.",
+                primary,
+            ),
+            Gauge::new(
+                "viewkv_kv_backup",
+                "1 if this server is the backup.",
+                backup,
+            ),
+            Gauge::new(
+                "viewkv_kv_keys",
+                "Keys in the store.",
+                count(self.store.data().len()),
+            ),
+            Gauge::new(
+                "viewkv_kv_bytes",
+                "Key and value bytes in the store.",
+                count(self.store.data().bytes()),
+            ),
+            Gauge::new(
+                "viewkv_kv_sessions",
+                "Client sessions in the duplicate table.",
+                count(self.store.sessions().len()),
+            ),
+            Gauge::new(
+                "viewkv_kv_index",
+                "Entries applied.",
+                count(self.index as usize),
+            ),
+            Gauge::new(
+                "viewkv_kv_confirmed_index",
+                "Entries held by min_copies servers.",
+                count(self.progress.confirmed as usize),
+            ),
+            Gauge::new(
+                "viewkv_kv_unconfirmed_entries",
+                "Entries the backup has not yet confirmed (replication lag).",
+                count(unconfirmed),
+            ),
+            Gauge::new(
+                "viewkv_kv_backup_synced",
+                "1 if the backup holds the whole state.",
+                f64::from(u8::from(synced)),
+            ),
+            Gauge::new(
+                "viewkv_kv_transfer_received_keys",
+                "Keys received by a transfer in progress.",
+                count(received),
+            ),
+            Gauge::new(
+                "viewkv_kv_transfer_total_keys",
+                "Keys a transfer in progress will bring.",
+                total as f64,
+            ),
+            Gauge::new(
+                "viewkv_kv_limits_mismatch",
+                "1 if this server's own limits differ from the service's.",
+                f64::from(u8::from(self.limits_mismatch().is_some())),
+            ),
+        ]
     }
 
     /// The JSON status document.
