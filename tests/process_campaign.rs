@@ -2,7 +2,9 @@
 //! four kv servers, five recording clients, and a nemesis that uses `kill -9`, `SIGSTOP` /
 //! `SIGCONT` pauses longer than `dead_pings` intervals, and — when run as root — real network
 //! partitions: every process in its own network namespace behind a veth pair, cut off by taking
-//! its link down. Same checkers as the in-process campaign.
+//! its link down. Same checkers as the in-process campaign, and one more: a fault of a monitor
+//! alone (half of them hit monitor 1, the one every server asks first) must not replace the
+//! primary or a ready backup.
 //!
 //! `VIEWKV_PROCESS_CAMPAIGN_SECS` sets how long faults are injected (default 20).
 
@@ -188,6 +190,12 @@ impl Drop for Node {
     }
 }
 
+/// The primary and backup of `view`, by id and incarnation.
+fn roles(view: &View) -> (Option<(String, u64)>, Option<(String, u64)>) {
+    let of = |m: &Option<viewkv::view::Member>| m.as_ref().map(|m| (m.id.clone(), m.incarnation));
+    (of(&view.primary), of(&view.backup))
+}
+
 fn settled(view: &View) -> bool {
     view.primary.is_some() && view.acked && view.backup.is_some() && view.backup_ready
 }
@@ -315,6 +323,7 @@ async fn process_campaign() {
     let until = Instant::now() + Duration::from_secs(secs);
     let mut faults = Vec::new();
     let mut unsettled = 0;
+    let mut needless = Vec::new();
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1000))).await;
         let view = view_now().await;
@@ -329,6 +338,8 @@ async fn process_campaign() {
                 .as_ref()
                 .and_then(|b| nodes.iter().position(|n| n.addr == b.addr)),
             2 => (monitors..monitors + servers).find(|i| !member(*i)),
+            // Monitor 1 is the one every server and client lists first: hit it half the time.
+            _ if rng.gen_bool(0.5) => Some(0),
             _ => Some(rng.gen_range(0..monitors)),
         };
         let Some(i) = target else { continue };
@@ -365,6 +376,17 @@ async fn process_campaign() {
         }
         if !wait_settled(Duration::from_secs(30)).await {
             unsettled += 1;
+        }
+        // Every kv server was alive and reachable throughout a monitor's fault: a hung or cut
+        // monitor must not make the group replace the primary or a ready backup.
+        let after = view_now().await;
+        if nodes[i].monitor && settled(&view) && roles(&after) != roles(&view) {
+            needless.push(format!(
+                "{what} {}: view {} became {}",
+                nodes[i].name,
+                view.summary(),
+                after.summary()
+            ));
         }
     }
 
@@ -406,6 +428,10 @@ async fn process_campaign() {
         recorder.refused()
     );
     assert_ne!(report.verdict(), Verdict::NotLinearizable, "{report}");
+    assert!(
+        needless.is_empty(),
+        "monitor faults replaced live servers: {needless:#?}"
+    );
     for append in &appends {
         assert!(append.is_ok(), "{append}");
     }
