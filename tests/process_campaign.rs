@@ -190,8 +190,11 @@ impl Drop for Node {
     }
 }
 
-/// The primary and backup of `view`, by id and incarnation.
-fn roles(view: &View) -> (Option<(String, u64)>, Option<(String, u64)>) {
+/// A view member by id and incarnation.
+type Who = Option<(String, u64)>;
+
+/// The primary and backup of `view`.
+fn roles(view: &View) -> (Who, Who) {
     let of = |m: &Option<viewkv::view::Member>| m.as_ref().map(|m| (m.id.clone(), m.incarnation));
     (of(&view.primary), of(&view.backup))
 }
