@@ -8,6 +8,7 @@
 
 pub mod api;
 mod client;
+mod format;
 mod lease;
 mod node;
 mod state_machine;

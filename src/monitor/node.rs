@@ -8,9 +8,10 @@ use viewkv_raft::network::DispatchError;
 use viewkv_raft::{dispatch, Command, NodeId, Raft};
 
 use super::api::{PingReply, ViewReply, PING, STATUS, VIEW};
+use super::format::encode_decision;
 use super::lease::{leader_hint, Lease};
 use super::state_machine::StateMachine;
-use crate::net::{bad_request, bincode_reply, decode, encode, json_reply, not_found, Handler};
+use crate::net::{bad_request, bincode_reply, decode, json_reply, not_found, Handler};
 use crate::net::{Gauge, HttpRequest, HttpResponse};
 use crate::view::{Decider, Decision, Ping, Timings};
 
@@ -79,7 +80,7 @@ impl Monitor {
 
     /// Commit one decision through Raft (returns after it is applied here).
     async fn propose(&self, decision: &Decision) -> Result<(), ProposeError> {
-        let write = self.raft.client_write(Command(encode(decision)));
+        let write = self.raft.client_write(Command(encode_decision(decision)));
         match tokio::time::timeout(self.write_timeout, write).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(err)) => {

@@ -12,11 +12,12 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use viewkv_raft::{Command, CommandReply, Node, NodeId, SnapshotStore, TypeConfig};
 
+use super::format::{decode_decision, decode_snapshot, encode_snapshot, FormatError};
 use super::MonitorError;
-use crate::net::{decode, encode};
-use crate::view::{Decision, ViewTable};
+use crate::net::encode;
+use crate::view::ViewTable;
 
-/// Everything the state machine holds; also the snapshot format.
+/// Everything the state machine holds; also what a snapshot holds (see `format.rs`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Applied {
     /// The last log entry applied.
@@ -36,7 +37,7 @@ pub struct StateMachine {
     snapshots: SnapshotStore,
 }
 
-fn snapshot_error(err: crate::net::DecodeError) -> StorageError<NodeId> {
+fn snapshot_error(err: FormatError) -> StorageError<NodeId> {
     openraft::StorageIOError::read_snapshot(None, &err).into()
 }
 
@@ -47,7 +48,7 @@ impl StateMachine {
             .load()
             .map_err(|err| MonitorError::Storage(err.to_string()))?;
         let applied = match stored {
-            Some((_, bytes)) => decode::<Applied>(&bytes)
+            Some((_, bytes)) => decode_snapshot(&bytes)
                 .map_err(|err| MonitorError::Storage(format!("the stored snapshot: {err}")))?,
             None => Applied::default(),
         };
@@ -89,7 +90,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 None => "empty".to_string(),
             },
         };
-        let bytes = encode(&applied);
+        let bytes = encode_snapshot(&applied);
         self.snapshots.save(&meta, &bytes)?;
         Ok(Snapshot {
             meta,
@@ -125,9 +126,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         CommandReply::default()
                     }
                     EntryPayload::Normal(Command(bytes)) => {
-                        // A command this build cannot read was written by a newer one; applying
-                        // nothing keeps every replica identical, so it is logged, not fatal.
-                        let done = match decode::<Decision>(&bytes) {
+                        // A command this build cannot read was written by a newer one (which
+                        // must not happen before every monitor is upgraded, see format.rs):
+                        // logged, not fatal.
+                        let done = match decode_decision(&bytes) {
                             Ok(decision) => applied.table.apply(&decision),
                             Err(err) => {
                                 tracing::error!("skipping undecodable decision: {err}");
@@ -159,7 +161,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = snapshot.into_inner();
-        let applied: Applied = decode(&bytes).map_err(snapshot_error)?;
+        let applied = decode_snapshot(&bytes).map_err(snapshot_error)?;
         self.snapshots.save(meta, &bytes)?;
         *self.write() = applied;
         Ok(())
