@@ -11,8 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 use viewkv::net::{
-    json_reply, serve_with, Handler, HttpRequest, HttpResponse, RpcClient, RpcError, Secret,
-    ServeLimits,
+    json_reply, serve, Handler, HttpRequest, HttpResponse, RpcClient, RpcError, Secret, ServeLimits,
 };
 use viewkv::testkit::wait_for;
 
@@ -52,7 +51,7 @@ async fn start_with(
     let addr = listener.local_addr().expect("an address").to_string();
     let echo = Arc::new(Echo::default());
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve_with(
+    tokio::spawn(serve(
         listener,
         echo.clone(),
         async {

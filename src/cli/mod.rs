@@ -108,6 +108,11 @@ pub struct MonitorsArg {
 }
 
 impl MonitorsArg {
+    /// The cluster secret (see [`secret`]), with the cluster file this argument names.
+    pub fn secret(&self) -> anyhow::Result<Option<Secret>> {
+        secret(&load(self.config.as_ref())?)
+    }
+
     /// The monitors: the flag, else the cluster file, else `VIEWKV_MONITORS`, else the local
     /// defaults.
     pub fn resolve(&self) -> anyhow::Result<Vec<String>> {

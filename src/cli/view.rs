@@ -20,8 +20,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = MonitorClient::new(
-        RpcClient::new("viewkv-cli", None)
-            .with_secret(super::secret(&super::load(args.monitors.config.as_ref())?)?),
+        RpcClient::new("viewkv-cli", None).with_secret(args.monitors.secret()?),
         args.monitors.resolve()?,
         args.monitors.timeout,
     );

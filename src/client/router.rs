@@ -108,9 +108,10 @@ impl Router {
             if self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
                 match self.refresh_view().await {
                     Ok(()) => {}
-                    Err(err) if err.unauthorized => {
-                        return Err(ClientError::Unauthorized(err.last))
-                    }
+                    Err(MonitorUnavailable {
+                        unauthorized: Some(refusal),
+                        ..
+                    }) => return Err(ClientError::Unauthorized(refusal)),
                     Err(err) => last = err.to_string(),
                 }
             }

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::monitor::MonitorClient;
-use crate::net::{serve_with, RpcClient, Secret, ServeLimits};
+use crate::net::{serve, RpcClient, Secret, ServeLimits};
 use crate::view::Timings;
 
 /// Everything a kv server needs to start.
@@ -141,7 +141,7 @@ pub async fn run(
     );
     let pinger = tokio::spawn(server.clone().ping_loop());
     let secret = server.config.secret.clone();
-    serve_with(
+    serve(
         listener,
         server.clone(),
         shutdown,

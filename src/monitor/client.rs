@@ -26,8 +26,8 @@ pub struct MonitorUnavailable {
     pub tried: usize,
     /// The last failure seen.
     pub last: String,
-    /// Whether a monitor refused us for want of the cluster secret.
-    pub unauthorized: bool,
+    /// A monitor's refusal for want of the cluster secret, if one refused.
+    pub unauthorized: Option<String>,
 }
 
 /// A handle on the monitor group. Cheap to clone.
@@ -105,7 +105,7 @@ impl MonitorClient {
             ask(addr, &mut pending);
         }
         let mut last = String::from("no monitors configured");
-        let mut unauthorized = false;
+        let mut unauthorized = None;
         while let Some(joined) = pending.join_next().await {
             let Ok((addr, reply)) = joined else {
                 continue;
@@ -121,8 +121,10 @@ impl MonitorClient {
                     }
                 },
                 Err(err) => {
-                    unauthorized |= err.is_unauthorized();
                     last = err.to_string();
+                    if err.is_unauthorized() {
+                        unauthorized = Some(last.clone());
+                    }
                 }
             }
         }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use viewkv_raft::{Network, Node, NodeId, Raft, Store};
 
-use crate::net::{serve_with, RpcClient, Secret, ServeLimits};
+use crate::net::{serve, RpcClient, Secret, ServeLimits};
 use crate::view::Timings;
 use lease::Lease;
 use state_machine::StateMachine;
@@ -191,13 +191,13 @@ pub async fn run(
             }
         })
     };
-    let limits = ServeLimits::default();
-    serve_with(
+    let secret = config.secret.clone();
+    serve(
         listener,
         monitor.clone(),
         shutdown,
-        limits,
-        config.secret.clone(),
+        ServeLimits::default(),
+        secret,
     )
     .await;
     ticker.abort();

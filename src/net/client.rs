@@ -168,7 +168,7 @@ impl RpcClient {
         let mut request = hyper::Request::post(format!("http://{addr}{path}"))
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream");
         if let Some(secret) = &self.secret {
-            request = request.header(hyper::header::AUTHORIZATION, secret.header());
+            request = request.header(hyper::header::AUTHORIZATION, secret.header().clone());
         }
         let request =
             request

@@ -77,12 +77,11 @@ impl Collector for Gauges {
     }
 }
 
-/// This process's resident memory in bytes, from `/proc/self/statm` (0 where there is none).
-pub fn resident_bytes() -> f64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok());
-    pages.map_or(0.0, |p| p * 4096.0)
+/// The resident memory in bytes that a `/proc/PID/status` text gives (its `VmRSS` line).
+pub fn vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl HttpMetrics {
@@ -101,7 +100,10 @@ impl HttpMetrics {
         gauges.push(Gauge::new(
             "viewkv_resident_memory_bytes",
             "Resident memory of this process.",
-            resident_bytes(),
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| vm_rss(&s))
+                .map_or(0.0, |bytes| bytes as f64),
         ));
         let mut registry = Registry::default();
         registry.register(
@@ -126,6 +128,14 @@ impl HttpMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_rss_reads_the_kib_of_its_line_and_nothing_else() {
+        let status = "Name:\tviewkv\nVmPeak:\t  900 kB\nVmRSS:\t  1234 kB\nThreads:\t4\n";
+        assert_eq!(vm_rss(status), Some(1234 * 1024));
+        assert_eq!(vm_rss("VmRSS:\tlots kB\n"), None);
+        assert_eq!(vm_rss("Name:\tx\n"), None);
+    }
 
     #[test]
     fn requests_and_gauges_are_rendered_and_unknown_paths_share_one_label() {

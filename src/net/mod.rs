@@ -14,9 +14,9 @@ mod server;
 pub use client::{RpcClient, RpcError};
 pub use codec::{decode, encode, DecodeError, MAX_MESSAGE};
 pub use faults::{Fate, Faults};
-pub use metrics::Gauge;
+pub use metrics::{vm_rss, Gauge};
 pub use secret::{Secret, SecretError, MIN_SECRET_BYTES};
 pub use server::{
-    bad_request, bincode_reply, json_reply, not_found, serve, serve_with, Handler, HttpRequest,
-    HttpResponse, ServeLimits,
+    bad_request, bincode_reply, json_reply, not_found, serve, Handler, HttpRequest, HttpResponse,
+    ServeLimits,
 };

@@ -4,12 +4,19 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use hyper::header::HeaderValue;
+
 /// Fewest bytes a secret may have (a generated one has 64 hex digits).
 pub const MIN_SECRET_BYTES: usize = 16;
 
 /// A shared secret. Cheap to clone; never printed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
+pub struct Secret {
+    /// The secret itself.
+    text: Arc<str>,
+    /// `Bearer <text>`, made once: every RPC sends it.
+    header: HeaderValue,
+}
 
 /// A secret file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +56,15 @@ impl Secret {
                 text.len()
             ));
         }
+        let refused = || "holds characters other than visible ASCII (no spaces)".to_string();
         if !text.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("holds characters other than visible ASCII (no spaces)".into());
+            return Err(refused());
         }
-        Ok(Secret(text.into()))
+        let header = HeaderValue::from_str(&format!("Bearer {text}")).map_err(|_| refused())?;
+        Ok(Secret {
+            text: text.into(),
+            header,
+        })
     }
 
     /// The secret in the file at `path`.
@@ -69,17 +81,17 @@ impl Secret {
     pub fn generate() -> Secret {
         let bytes: [u8; 32] = rand::random();
         let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        Secret(text.into())
+        Secret::new(&text).unwrap_or_else(|why| unreachable!("64 hex digits are a secret: {why}"))
     }
 
     /// The secret's text, to write into a file.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// The `Authorization` header value that proves it.
-    pub fn header(&self) -> String {
-        format!("Bearer {}", self.0)
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
     }
 
     /// Whether an `Authorization` header value proves this secret, compared in constant time
@@ -88,7 +100,7 @@ impl Secret {
         let Some(token) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
             return false;
         };
-        constant_time_eq::constant_time_eq(token, self.0.as_bytes())
+        constant_time_eq::constant_time_eq(token, self.text.as_bytes())
     }
 }
 

@@ -118,9 +118,8 @@ fn declared_length(parts: &hyper::http::request::Parts) -> usize {
         .map_or(0, |n| n.min(MAX_MESSAGE))
 }
 
-/// Check the secret (every path but `/status`, which stays open for health checks), read
-/// the whole body (at most [`MAX_MESSAGE`] bytes, within the body budget and timeout) and
-/// hand the request to `handler`.
+/// Answer `/metrics` here (open, like `/status`) and every other request through
+/// [`admit_and_handle`]; count it either way.
 async fn handle_one<H: Handler>(
     handler: &H,
     request: hyper::Request<Incoming>,
@@ -158,19 +157,18 @@ struct Listener {
     metrics: HttpMetrics,
 }
 
+/// Check the secret (every path but `/status`, which stays open for health checks), read the
+/// whole body (at most [`MAX_MESSAGE`] bytes, within the body budget and timeout) and hand the
+/// request to `handler`.
 async fn admit_and_handle<H: Handler>(
     handler: &H,
     request: hyper::Request<Incoming>,
     listener: &Listener,
 ) -> HttpResponse {
-    let (limits, secret, body_budget) = (
-        listener.limits,
-        listener.secret.as_ref(),
-        &listener.body_budget,
-    );
+    let limits = listener.limits;
     let (parts, body) = request.into_parts();
     let open = parts.uri.path() == "/status";
-    if let Some(secret) = secret.filter(|_| !open) {
+    if let Some(secret) = listener.secret.as_ref().filter(|_| !open) {
         let header = parts.headers.get(hyper::header::AUTHORIZATION);
         if !secret.admits(header.map(|h| h.as_bytes())) {
             return response(
@@ -181,7 +179,7 @@ async fn admit_and_handle<H: Handler>(
         }
     }
     let wanted = u32::try_from(declared_length(&parts).max(1)).unwrap_or(u32::MAX);
-    let Ok(_held) = body_budget.try_acquire_many(wanted) else {
+    let Ok(_held) = listener.body_budget.try_acquire_many(wanted) else {
         return response(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain; charset=utf-8",
@@ -225,17 +223,9 @@ async fn admit_and_handle<H: Handler>(
 }
 
 /// Accept connections on `listener` and serve them with `handler` until `shutdown` completes,
-/// within the default [`ServeLimits`]. Open connections are closed when this returns.
+/// within `limits`, answering 401 to requests that do not prove `secret` (if any). Open
+/// connections are closed when this returns.
 pub async fn serve<H: Handler>(
-    listener: TcpListener,
-    handler: Arc<H>,
-    shutdown: impl Future<Output = ()>,
-) {
-    serve_with(listener, handler, shutdown, ServeLimits::default(), None).await;
-}
-
-/// [`serve`] within `limits`, answering 401 to requests that do not prove `secret` (if any).
-pub async fn serve_with<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,

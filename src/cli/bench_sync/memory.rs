@@ -19,17 +19,7 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 pub(super) fn rss(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .with_context(|| format!("no VmRSS line in {path}"))?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .with_context(|| format!("malformed {line:?} in {path}"))?
-        .parse()
-        .with_context(|| format!("malformed {line:?} in {path}"))?;
-    Ok(kib * 1024)
+    viewkv::net::vm_rss(&text).with_context(|| format!("no readable VmRSS line in {path}"))
 }
 
 /// RSS figures of one store holding the keys.

@@ -298,7 +298,7 @@ impl Replica {
             Gauge::new(
                 "viewkv_view_number",
                 "The view this server follows.",
-                count(self.view.num as usize),
+                self.view.num as f64,
             ),
             Gauge::new(
                 "viewkv_kv_primary",
@@ -325,15 +325,11 @@ impl Replica {
                 "Client sessions in the duplicate table.",
                 count(self.store.sessions().len()),
             ),
-            Gauge::new(
-                "viewkv_kv_index",
-                "Entries applied.",
-                count(self.index as usize),
-            ),
+            Gauge::new("viewkv_kv_index", "Entries applied.", self.index as f64),
             Gauge::new(
                 "viewkv_kv_confirmed_index",
                 "Entries held by min_copies servers.",
-                count(self.progress.confirmed as usize),
+                self.progress.confirmed as f64,
             ),
             Gauge::new(
                 "viewkv_kv_unconfirmed_entries",
