@@ -400,3 +400,24 @@ fn log_format_json_writes_one_object_per_line_at_the_rust_log_level() {
         "the error for the user stays plain text: {stderr}"
     );
 }
+
+#[test]
+fn with_no_cluster_running_the_cli_says_so_and_names_the_addresses() {
+    let monitors = format!("127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
+    let first = monitors.split(',').next().unwrap_or_default().to_string();
+    for args in [
+        vec!["get", "k", "--deadline", "5m", "--monitors", &monitors],
+        vec!["put", "k", "v", "--deadline", "5m", "--monitors", &monitors],
+        vec!["view", "--monitors", &monitors],
+    ] {
+        let (code, _, stderr) = viewkv(&args);
+        assert_ne!(code, 0, "{args:?}");
+        for needle in [first.as_str(), "viewkv up", "--monitors", "refused"] {
+            assert!(
+                stderr.contains(needle),
+                "{args:?}: {needle:?} missing: {stderr}"
+            );
+        }
+        assert!(!stderr.contains("may or may not"), "{args:?}: {stderr}");
+    }
+}

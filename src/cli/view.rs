@@ -24,7 +24,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.monitors.resolve()?,
         args.monitors.timeout,
     );
-    let reply = client.view().await?;
+    let reply = client.view().await.map_err(|err| match err.unauthorized {
+        Some(refusal) => anyhow::anyhow!(refusal),
+        None => anyhow::anyhow!("{err}; {}", viewkv::client::NO_CLUSTER_HINT),
+    })?;
     let leader = reply.leader.as_ref().filter(|_| reply.serving);
     if args.json {
         let doc = serde_json::json!({

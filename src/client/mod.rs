@@ -12,7 +12,7 @@
 
 mod router;
 
-pub use router::{ClientError, ClientOptions, Router};
+pub use router::{ClientError, ClientOptions, Router, NO_CLUSTER_HINT, UNREACHABLE_AFTER};
 
 use crate::kv::api::{Op, Request};
 use crate::monitor::MonitorClient;
@@ -51,6 +51,20 @@ impl Client {
         let id: u64 = rand::random();
         let rpc = RpcClient::new(&format!("client-{id:016x}"), None).with_secret(secret);
         Client::with_rpc(rpc, monitors, options)
+    }
+
+    /// A client that has checked the cluster is there: it read the view once. Fails within
+    /// about a second ([`ClientError::NoMonitors`], naming the addresses) when no monitor
+    /// answers, and at once when the secret is refused; [`Client::with_secret`] is the lazy
+    /// form, which finds out on its first call.
+    pub async fn connect(
+        monitors: Vec<String>,
+        options: ClientOptions,
+        secret: Option<Secret>,
+    ) -> Result<Client, ClientError> {
+        let mut client = Client::with_secret(monitors, options, secret);
+        client.router.connect().await?;
+        Ok(client)
     }
 
     /// A client sending through `rpc` (the test harness passes one subject to its faults).

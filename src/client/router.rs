@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::kv::api::{KvError, Reply, Request, REQUEST};
+use crate::kv::api::{KvError, Op, Reply, Request, REQUEST};
 use crate::monitor::{MonitorClient, MonitorUnavailable};
 use crate::net::RpcClient;
 use crate::view::View;
@@ -29,6 +29,15 @@ impl Default for ClientOptions {
     }
 }
 
+/// How long a client that has never reached a monitor keeps trying before it says none is
+/// reachable. Long enough for a cluster that is still starting to bind its ports; short enough
+/// that a newcomer with no cluster running hears so at once rather than after the deadline.
+pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(1);
+
+/// What to tell someone whose monitors cannot be reached.
+pub const NO_CLUSTER_HINT: &str = "is the cluster running? Start one with `viewkv up`, or name \
+     its monitors with --monitors (or VIEWKV_MONITORS, or a cluster file's `monitors`)";
+
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -38,6 +47,24 @@ pub enum ClientError {
         /// The deadline that passed.
         deadline: Duration,
         /// The last failure seen.
+        last: String,
+    },
+    /// No answer to a read before the deadline: it failed, and a read changes nothing.
+    #[error("no answer within {deadline:?}; the read failed (last error: {last})")]
+    ReadFailed {
+        /// The deadline that passed.
+        deadline: Duration,
+        /// The last failure seen.
+        last: String,
+    },
+    /// This client has never reached any monitor, and none answered for
+    /// [`UNREACHABLE_AFTER`]: most likely no cluster runs at these addresses. Nothing was sent
+    /// to a kv server, so nothing was applied.
+    #[error("no monitor is reachable at {} ({last}); {NO_CLUSTER_HINT}", monitors.join(", "))]
+    NoMonitors {
+        /// The addresses tried.
+        monitors: Vec<String>,
+        /// Why the last of them failed.
         last: String,
     },
     /// The service refused the operation; it was not applied.
@@ -66,6 +93,10 @@ pub struct Router {
     options: ClientOptions,
     /// How many times the view was read from the monitors (6.824 counts them).
     view_reads: u64,
+    /// Whether any monitor has ever answered this router: until one has, a client that finds
+    /// no monitor fails fast ([`ClientError::NoMonitors`]) instead of retrying to its deadline.
+    /// After that, an unreachable group is a fault to ride out.
+    reached: bool,
 }
 
 impl Router {
@@ -77,6 +108,7 @@ impl Router {
             view: None,
             options,
             view_reads: 0,
+            reached: false,
         }
     }
 
@@ -93,26 +125,78 @@ impl Router {
     async fn refresh_view(&mut self) -> Result<(), MonitorUnavailable> {
         self.view_reads += 1;
         let reply = self.monitors.view().await?;
+        self.reached = true;
         self.view = Some(reply.view);
         Ok(())
+    }
+
+    /// Read the view until a monitor answers: fails with [`ClientError::NoMonitors`] when none
+    /// has for [`UNREACHABLE_AFTER`], or at once when one refused for want of the secret.
+    pub async fn connect(&mut self) -> Result<(), ClientError> {
+        let started = Instant::now();
+        loop {
+            match self.refresh_view().await {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    if let Some(fatal) = self.unreachable(&err, started, true) {
+                        return Err(fatal);
+                    }
+                }
+            }
+            tokio::time::sleep(self.options.retry_interval).await;
+        }
+    }
+
+    /// The error to give up with after a failed view read, if it is time to: the secret was
+    /// refused, or — when `unsent`, nothing of this call having reached a kv server — no
+    /// monitor has ever answered and [`UNREACHABLE_AFTER`] has passed since `started`.
+    fn unreachable(
+        &self,
+        err: &MonitorUnavailable,
+        started: Instant,
+        unsent: bool,
+    ) -> Option<ClientError> {
+        if let Some(refusal) = &err.unauthorized {
+            return Some(ClientError::Unauthorized(refusal.clone()));
+        }
+        (unsent && !self.reached && started.elapsed() >= UNREACHABLE_AFTER).then(|| {
+            ClientError::NoMonitors {
+                monitors: self.monitors.monitors().to_vec(),
+                last: err.last.clone(),
+            }
+        })
+    }
+
+    /// The error for `request` when its deadline passed: a read failed; a write's outcome is
+    /// unknown.
+    fn timed_out(&self, request: &Request, last: String) -> ClientError {
+        let deadline = self.options.deadline;
+        match request.op {
+            Op::Get { .. } => ClientError::ReadFailed { deadline, last },
+            _ => ClientError::Indeterminate { deadline, last },
+        }
     }
 
     /// Send `request` to the primary until it is answered or the deadline passes. The same
     /// request (same client id and seq) is repeated, so the service applies it at most once.
     /// `request.deadline_ms` should be the wall-clock time `options.deadline` from now.
     pub async fn execute(&mut self, request: &Request) -> Result<Option<Vec<u8>>, ClientError> {
-        let deadline = Instant::now() + self.options.deadline;
+        let started = Instant::now();
+        let deadline = started + self.options.deadline;
         let mut attempts = 0u32;
         loop {
             let mut last = String::new();
             if self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
                 match self.refresh_view().await {
                     Ok(()) => {}
-                    Err(MonitorUnavailable {
-                        unauthorized: Some(refusal),
-                        ..
-                    }) => return Err(ClientError::Unauthorized(refusal)),
-                    Err(err) => last = err.to_string(),
+                    Err(err) => {
+                        // "No monitors" only before anything was sent: afterwards a write may
+                        // have been applied, and its outcome is unknown whatever the monitors do.
+                        if let Some(fatal) = self.unreachable(&err, started, attempts == 0) {
+                            return Err(fatal);
+                        }
+                        last = err.to_string();
+                    }
                 }
             }
             let primary = self.view.as_ref().and_then(|v| v.primary.clone());
@@ -143,10 +227,7 @@ impl Router {
                             err @ (KvError::SessionExpired { .. } | KvError::Deadline { .. }),
                         )) if attempts > 1 => {
                             // An earlier attempt may have been applied.
-                            return Err(ClientError::Indeterminate {
-                                deadline: self.options.deadline,
-                                last: err.to_string(),
-                            });
+                            return Err(self.timed_out(request, err.to_string()));
                         }
                         Ok(Reply::Err(err)) => return Err(ClientError::Refused(err)),
                         Err(err) if err.is_unauthorized() => {
@@ -165,10 +246,7 @@ impl Router {
                 request.seq
             );
             if Instant::now() + self.options.retry_interval >= deadline {
-                return Err(ClientError::Indeterminate {
-                    deadline: self.options.deadline,
-                    last,
-                });
+                return Err(self.timed_out(request, last));
             }
             tokio::time::sleep(self.options.retry_interval).await;
         }

@@ -178,15 +178,16 @@ impl RpcClient {
                     reason: format!("bad address: {err}"),
                 })?;
         let response = self.http.request(request).await.map_err(|err| {
+            let reason = with_causes(&err);
             if err.is_connect() {
                 RpcError::Unreachable {
                     addr: addr.to_string(),
-                    reason: err.to_string(),
+                    reason,
                 }
             } else {
                 RpcError::Broken {
                     addr: addr.to_string(),
-                    reason: err.to_string(),
+                    reason,
                 }
             }
         })?;
@@ -246,4 +247,17 @@ impl viewkv_raft::Transport for RpcClient {
                 other => viewkv_raft::TransportError::Failed(other.to_string()),
             })
     }
+}
+
+/// `err` and what caused it, outermost first: hyper's own message ("client error (Connect)")
+/// says nothing without its causes ("Connection refused").
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }

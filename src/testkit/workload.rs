@@ -77,9 +77,13 @@ impl Recorder {
         };
         match result {
             Ok(value) => self.push(Operation::ok(who, call, invoke, self.now(), value)),
-            Err(ClientError::Indeterminate { .. }) => {
-                self.push(Operation::unknown(who, call, invoke))
-            }
+            // A read that failed changed nothing, and a client that never reached a monitor sent
+            // nothing; recorded as unknown, they constrain nothing either way.
+            Err(
+                ClientError::Indeterminate { .. }
+                | ClientError::ReadFailed { .. }
+                | ClientError::NoMonitors { .. },
+            ) => self.push(Operation::unknown(who, call, invoke)),
             Err(
                 err @ (ClientError::Refused(_)
                 | ClientError::SessionLost
