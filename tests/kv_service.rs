@@ -158,7 +158,7 @@ async fn basic_fail() {
     });
     let got = impatient.get(b"1").await;
     assert!(
-        matches!(got, Err(ClientError::Indeterminate { .. })),
+        matches!(got, Err(ClientError::ReadFailed { .. })),
         "a fresh server alone answered: {got:?}"
     );
     let view = cluster.view().await;

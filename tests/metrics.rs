@@ -48,7 +48,20 @@ async fn metrics_agree_with_the_cluster() {
         let key = format!("k{i}");
         client.put(key.as_bytes(), b"v").await.expect("a put");
     }
+    // A reply that carries a value, so the duplicate table holds reply bytes.
+    let previous = client.put_hash(b"k0", b"x").await.expect("a puthash");
+    assert_eq!(previous, Some(b"v".to_vec()));
     let text = scrape(&primary).await;
+    assert!(
+        sample(&text, "viewkv_kv_session_reply_bytes").is_some_and(|b| b >= 1.0),
+        "{text}"
+    );
+    for gauge in [
+        "viewkv_kv_unconfirmed_bytes",
+        "viewkv_kv_transfer_received_bytes",
+    ] {
+        assert!(sample(&text, gauge).is_some(), "{gauge} missing: {text}");
+    }
     assert_eq!(sample(&text, "viewkv_kv_primary"), Some(1.0), "{text}");
     assert_eq!(sample(&text, "viewkv_kv_backup"), Some(0.0), "{text}");
     assert_eq!(sample(&text, "viewkv_kv_keys"), Some(5.0), "{text}");
@@ -99,6 +112,24 @@ async fn metrics_agree_with_the_cluster() {
                 || id != leader,
             "the leader answered pings: {text}"
         );
+        assert!(
+            sample(&text, "viewkv_raft_leader_changes_seen").is_some_and(|n| n >= 1.0),
+            "monitor {id} saw its first leader: {text}"
+        );
     }
+    cluster.crash_monitor(leader).await;
+    let survivor = cluster
+        .monitor_ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("three monitors");
+    let addr = cluster.monitor_addr(survivor);
+    wait_for("a survivor to count the new leader", DEADLINE, || async {
+        let text = scrape(&addr).await;
+        sample(&text, "viewkv_raft_leader_changes_seen")
+            .filter(|n| *n >= 2.0)
+            .map(drop)
+    })
+    .await;
     cluster.shutdown().await;
 }

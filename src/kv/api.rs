@@ -71,6 +71,11 @@ impl Op {
         }
     }
 
+    /// Key and value bytes it carries: what it costs to replicate, roughly.
+    pub fn bytes(&self) -> usize {
+        self.key().len() + self.value().map_or(0, <[u8]>::len)
+    }
+
     /// The value it carries, if any.
     pub fn value(&self) -> Option<&[u8]> {
         match self {

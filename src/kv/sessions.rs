@@ -106,6 +106,11 @@ impl Sessions {
         self.with_reply.len()
     }
 
+    /// Bytes of replies the table holds (what `max_session_bytes` bounds).
+    pub fn reply_bytes(&self) -> usize {
+        self.reply_bytes
+    }
+
     /// Forget every entry silent for longer than the TTL at `now_ms`.
     pub fn expire(&mut self, now_ms: u64) {
         while let Some(&(last, client)) = self.by_age.get_min() {

@@ -2,6 +2,8 @@
 //! ago than the lease, and it must have applied an entry of its own term (so its state includes
 //! every decision of earlier leaders).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -30,6 +32,9 @@ pub struct Lease {
     /// How old a quorum acknowledgment may be: openraft's followers refuse to vote for this
     /// long after hearing from the leader, so no other leader can have been elected sooner.
     max_age: Duration,
+    /// How many times the leader this node knows of changed to another (the first one known
+    /// counts): frequent changes mean an unstable group, which `/metrics` shows.
+    leader_changes: Arc<AtomicU64>,
 }
 
 impl Lease {
@@ -37,10 +42,17 @@ impl Lease {
     pub fn follow(raft: &Raft, max_age: Duration) -> (Lease, tokio::task::JoinHandle<()>) {
         let (tx, observed) = watch::channel(None);
         let mut metrics = raft.metrics();
+        let leader_changes = Arc::new(AtomicU64::new(0));
+        let changes = leader_changes.clone();
         let task = tokio::spawn(async move {
+            let mut known_leader = None;
             loop {
                 let report = {
                     let m = metrics.borrow_and_update();
+                    if m.current_leader.is_some() && m.current_leader != known_leader {
+                        known_leader = m.current_leader;
+                        changes.fetch_add(1, Ordering::Relaxed);
+                    }
                     Observed {
                         at: Instant::now(),
                         term: m.current_term,
@@ -56,7 +68,17 @@ impl Lease {
                 }
             }
         });
-        (Lease { observed, max_age }, task)
+        let lease = Lease {
+            observed,
+            max_age,
+            leader_changes,
+        };
+        (lease, task)
+    }
+
+    /// How many times the known leader changed since this node started.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.load(Ordering::Relaxed)
     }
 
     /// How old a quorum acknowledgment may be.

@@ -268,6 +268,11 @@ impl Handler for Monitor {
                 f64::from(u8::from(leader)),
             ),
             Gauge::new(
+                "viewkv_raft_leader_changes_seen",
+                "How many times the leader this monitor knows of changed since it started.",
+                self.lease.leader_changes() as f64,
+            ),
+            Gauge::new(
                 "viewkv_monitor_serving",
                 "1 if this monitor leads with a quorum-confirmed lease and answers pings.",
                 f64::from(u8::from(serving)),

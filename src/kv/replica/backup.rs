@@ -26,9 +26,10 @@ pub struct Staging {
 }
 
 impl Staging {
-    /// Keys received so far, and the total the transfer will bring.
-    pub fn received(&self) -> (usize, u64) {
-        (self.store.data().len(), self.total_keys)
+    /// Keys received so far, the total the transfer will bring, and the bytes received.
+    pub fn received(&self) -> (usize, u64, usize) {
+        let data = self.store.data();
+        (data.len(), self.total_keys, data.bytes())
     }
 
     /// Keys received of the total, for status.

@@ -283,15 +283,18 @@ impl Replica {
             Role::Backup(_) => (0.0, 1.0),
             Role::Primary(_) => (1.0, 0.0),
         };
-        let (synced, unconfirmed) = match &self.role {
-            Role::Primary(p) => (p.synced, p.unconfirmed.len()),
-            _ => (false, 0),
+        let (synced, unconfirmed, unconfirmed_bytes) = match &self.role {
+            Role::Primary(p) => {
+                let bytes = p.unconfirmed.iter().map(|e| e.request.op.bytes()).sum();
+                (p.synced, p.unconfirmed.len(), bytes)
+            }
+            _ => (false, 0, 0),
         };
-        let (received, total) = match &self.role {
+        let (received, total, received_bytes) = match &self.role {
             Role::Backup(BackupRole {
                 staging: Some(s), ..
             }) => s.received(),
-            _ => (0, 0),
+            _ => (0, 0, 0),
         };
         let count = |n: usize| n as f64;
         vec![
@@ -337,6 +340,16 @@ impl Replica {
                 count(unconfirmed),
             ),
             Gauge::new(
+                "viewkv_kv_unconfirmed_bytes",
+                "Key and value bytes of the entries the backup has not yet confirmed.",
+                count(unconfirmed_bytes),
+            ),
+            Gauge::new(
+                "viewkv_kv_session_reply_bytes",
+                "Bytes of replies the duplicate table holds (bounded by max_session_bytes).",
+                count(self.store.sessions().reply_bytes()),
+            ),
+            Gauge::new(
                 "viewkv_kv_backup_synced",
                 "1 if the backup holds the whole state.",
                 f64::from(u8::from(synced)),
@@ -345,6 +358,11 @@ impl Replica {
                 "viewkv_kv_transfer_received_keys",
                 "Keys received by a transfer in progress.",
                 count(received),
+            ),
+            Gauge::new(
+                "viewkv_kv_transfer_received_bytes",
+                "Key and value bytes received by a transfer in progress.",
+                count(received_bytes),
             ),
             Gauge::new(
                 "viewkv_kv_transfer_total_keys",
