@@ -4,17 +4,28 @@
 
 use std::time::Duration;
 
+use prometheus_parse::{Scrape, Value};
 use viewkv::net::{RpcClient, Secret};
 use viewkv::testkit::{self, wait_for, Cluster, ClusterOptions};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The value of the sample `series` (name and labels, exactly as written) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
+/// The value of the sample `name` with exactly `labels` in a scrape, read by a Prometheus
+/// text-format parser (not by this project's own code).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let lines = text.lines().map(|line| Ok(line.to_string()));
+    let scrape = Scrape::parse(lines).expect("a Prometheus text-format scrape");
+    scrape.samples.iter().find_map(|s| {
+        let same_labels = s.labels.len() == labels.len()
+            && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
+        if s.metric != name || !same_labels {
+            return None;
+        }
+        match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+            Value::Histogram(_) | Value::Summary(_) => None,
+        }
+    })
 }
 
 async fn scrape(addr: &str) -> String {
@@ -53,30 +64,34 @@ async fn metrics_agree_with_the_cluster() {
     assert_eq!(previous, Some(b"v".to_vec()));
     let text = scrape(&primary).await;
     assert!(
-        sample(&text, "viewkv_kv_session_reply_bytes").is_some_and(|b| b >= 1.0),
+        sample(&text, "viewkv_kv_session_reply_bytes", &[]).is_some_and(|b| b >= 1.0),
         "{text}"
     );
     for gauge in [
         "viewkv_kv_unconfirmed_bytes",
         "viewkv_kv_transfer_received_bytes",
     ] {
-        assert!(sample(&text, gauge).is_some(), "{gauge} missing: {text}");
+        assert!(
+            sample(&text, gauge, &[]).is_some(),
+            "{gauge} missing: {text}"
+        );
     }
-    assert_eq!(sample(&text, "viewkv_kv_primary"), Some(1.0), "{text}");
-    assert_eq!(sample(&text, "viewkv_kv_backup"), Some(0.0), "{text}");
-    assert_eq!(sample(&text, "viewkv_kv_keys"), Some(5.0), "{text}");
+    assert_eq!(sample(&text, "viewkv_kv_primary", &[]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "viewkv_kv_backup", &[]), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "viewkv_kv_keys", &[]), Some(5.0), "{text}");
     assert_eq!(
-        sample(&text, "viewkv_view_number"),
+        sample(&text, "viewkv_view_number", &[]),
         Some(view.num as f64),
         "{text}"
     );
     let answered = sample(
         &text,
-        r#"viewkv_requests_total{path="/kv/request",status="200"}"#,
+        "viewkv_requests_total",
+        &[("path", "/kv/request"), ("status", "200")],
     );
     assert!(answered.is_some_and(|n| n >= 5.0), "{text}");
     assert!(
-        sample(&text, "viewkv_resident_memory_bytes").is_some_and(|b| b > 0.0),
+        sample(&text, "viewkv_resident_memory_bytes", &[]).is_some_and(|b| b > 0.0),
         "{text}"
     );
     wait_for(
@@ -84,8 +99,8 @@ async fn metrics_agree_with_the_cluster() {
         DEADLINE,
         || async {
             let text = scrape(&backup).await;
-            (sample(&text, "viewkv_kv_backup") == Some(1.0)
-                && sample(&text, "viewkv_kv_keys") == Some(5.0))
+            (sample(&text, "viewkv_kv_backup", &[]) == Some(1.0)
+                && sample(&text, "viewkv_kv_keys", &[]) == Some(5.0))
             .then_some(())
         },
     )
@@ -95,25 +110,26 @@ async fn metrics_agree_with_the_cluster() {
         let text = scrape(&cluster.monitor_addr(id)).await;
         let leads = if id == leader { 1.0 } else { 0.0 };
         assert_eq!(
-            sample(&text, "viewkv_monitor_serving"),
+            sample(&text, "viewkv_monitor_serving", &[]),
             Some(leads),
             "monitor {id}: {text}"
         );
         assert!(
-            sample(&text, "viewkv_raft_term").is_some_and(|t| t >= 1.0),
+            sample(&text, "viewkv_raft_term", &[]).is_some_and(|t| t >= 1.0),
             "monitor {id}: {text}"
         );
         assert!(
             sample(
                 &text,
-                r#"viewkv_requests_total{path="/monitor/ping",status="200"}"#
+                "viewkv_requests_total",
+                &[("path", "/monitor/ping"), ("status", "200")],
             )
             .is_some_and(|n| n >= 1.0)
                 || id != leader,
             "the leader answered pings: {text}"
         );
         assert!(
-            sample(&text, "viewkv_raft_leader_changes_seen").is_some_and(|n| n >= 1.0),
+            sample(&text, "viewkv_raft_leader_changes_seen", &[]).is_some_and(|n| n >= 1.0),
             "monitor {id} saw its first leader: {text}"
         );
     }
@@ -126,7 +142,7 @@ async fn metrics_agree_with_the_cluster() {
     let addr = cluster.monitor_addr(survivor);
     wait_for("a survivor to count the new leader", DEADLINE, || async {
         let text = scrape(&addr).await;
-        sample(&text, "viewkv_raft_leader_changes_seen")
+        sample(&text, "viewkv_raft_leader_changes_seen", &[])
             .filter(|n| *n >= 2.0)
             .map(drop)
     })
