@@ -20,10 +20,10 @@ use crate::view::{Ping, View};
 
 /// No monitor could answer.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("no monitor answered ({tried} tried): {last}")]
+#[error("no monitor answered (tried {}): {last}", tried.join(", "))]
 pub struct MonitorUnavailable {
-    /// How many monitors were asked.
-    pub tried: usize,
+    /// The monitors asked (the configured ones, and any leader they hinted at).
+    pub tried: Vec<String>,
     /// The last failure seen.
     pub last: String,
     /// A monitor's refusal for want of the cluster secret, if one refused.
@@ -129,7 +129,7 @@ impl MonitorClient {
             }
         }
         Err(MonitorUnavailable {
-            tried: asked.len(),
+            tried: asked,
             last,
             unauthorized,
         })
