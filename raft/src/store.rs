@@ -149,6 +149,9 @@ enum DbError {
     /// A stored value could not be decoded: the file holds something we did not write.
     #[error("decode: {0}")]
     Decode(#[from] bincode::error::DecodeError),
+    /// A stored value written by a newer release, in an encoding this build does not know.
+    #[error("stored record format version {0} is newer than this build reads ({RECORD_VERSION}); upgrade this monitor")]
+    NewerRecord(u8),
     /// A stored value decoded without consuming all its bytes.
     #[error("{0} trailing bytes after stored value")]
     TrailingBytes(usize),
@@ -201,16 +204,38 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_STORED>()
 }
 
-/// Encodes a value stored in the database.
+/// Marks a versioned record: `[RECORD_MARK][version][bincode]`. The first release stored bare
+/// bincode, and every record it stored (a vote, a log entry, a log id, snapshot metadata)
+/// begins with a varint or an `Option` tag, never 0xFF; such a record reads as version 0. A
+/// release that changes a record's encoding (an openraft upgrade that changes `Entry` or `Vote`)
+/// adds a version here and keeps decoding the older ones, so a newer binary opens an older data
+/// directory, as a rolling upgrade needs.
+const RECORD_MARK: u8 = 0xFF;
+
+/// The record version this build writes.
+const RECORD_VERSION: u8 = 1;
+
+/// Encodes a value stored in the database, with its version.
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DbError> {
-    Ok(bincode::serde::encode_to_vec(value, config())?)
+    let mut out = vec![RECORD_MARK, RECORD_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, config())?;
+    Ok(out)
 }
 
-/// Decodes a value read from the database, rejecting trailing bytes.
+/// Decodes a value read from the database, of any version this build knows, rejecting
+/// trailing bytes.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DbError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config())?;
-    if read != bytes.len() {
-        return Err(DbError::TrailingBytes(bytes.len() - read));
+    let body = match bytes {
+        [RECORD_MARK, version, ..] if *version > RECORD_VERSION => {
+            return Err(DbError::NewerRecord(*version))
+        }
+        // Versions 0 and 1 share one body encoding.
+        [RECORD_MARK, _, body @ ..] => body,
+        legacy => legacy,
+    };
+    let (value, read) = bincode::serde::decode_from_slice(body, config())?;
+    if read != body.len() {
+        return Err(DbError::TrailingBytes(body.len() - read));
     }
     Ok(value)
 }
@@ -226,5 +251,60 @@ where
     match tokio::task::spawn_blocking(move || f(&db)).await {
         Ok(res) => res,
         Err(join) => Err(DbError::TaskFailed(join.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    use super::*;
+    use crate::{Command, TypeConfig};
+
+    fn bare<T: Serialize>(value: &T) -> Vec<u8> {
+        bincode::serde::encode_to_vec(value, config()).expect("bincode encodes")
+    }
+
+    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(Command(vec![0xFF, 1, 2])),
+        }
+    }
+
+    #[test]
+    fn records_of_the_first_release_read_as_version_0() {
+        for term in [0, 1, 250, 251, u64::MAX] {
+            let vote = Vote::new(term, 3);
+            let old = bare(&vote);
+            assert_ne!(old[0], RECORD_MARK, "term {term}");
+            assert_eq!(decode::<Vote<NodeId>>(&old).expect("a bare vote"), vote);
+            let e = entry(term, term / 2);
+            let old = bare(&e);
+            assert_ne!(old[0], RECORD_MARK, "term {term}");
+            assert_eq!(decode::<Entry<TypeConfig>>(&old).expect("a bare entry"), e);
+            let id = Some(LogId::new(CommittedLeaderId::new(term, 2), 9));
+            let old = bare(&id);
+            assert_ne!(old[0], RECORD_MARK, "term {term}");
+            assert_eq!(decode::<Option<LogId<NodeId>>>(&old).expect("an id"), id);
+        }
+    }
+
+    #[test]
+    fn records_carry_their_version_and_a_newer_one_is_refused_by_name() {
+        let e = entry(7, 3);
+        let mut stored = encode(&e).expect("encodes");
+        assert_eq!(stored[..2], [RECORD_MARK, RECORD_VERSION]);
+        assert_eq!(decode::<Entry<TypeConfig>>(&stored).expect("reads back"), e);
+        stored[1] = RECORD_VERSION + 1;
+        let err = decode::<Entry<TypeConfig>>(&stored).expect_err("a newer version");
+        assert!(err.to_string().contains("newer"), "{err}");
+        let mut trailing = encode(&e).expect("encodes");
+        trailing.push(0);
+        assert!(matches!(
+            decode::<Entry<TypeConfig>>(&trailing),
+            Err(DbError::TrailingBytes(1))
+        ));
+        assert!(decode::<Entry<TypeConfig>>(&[RECORD_MARK]).is_err());
     }
 }
