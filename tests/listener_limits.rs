@@ -217,3 +217,52 @@ async fn only_requests_that_prove_the_secret_are_served_and_status_stays_open() 
     let reply = with.call_raw(&addr, "/", vec![1, 2, 3], DEADLINE).await;
     assert_eq!(reply.ok(), Some(b"{\"len\":3}\n".to_vec()));
 }
+
+/// Acceptance of the operations issue: a slowloris of 1,000 connections on the primary and on
+/// every monitor — each sending the start of a request and never finishing its headers — and
+/// a real client is still served within its deadline, failover included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_of_a_thousand_connections_does_not_starve_a_real_client() {
+    use viewkv::client::ClientOptions;
+    use viewkv::testkit::{self, Cluster, ClusterOptions};
+
+    testkit::init_tracing();
+    let mut cluster = Cluster::start(ClusterOptions::fast(testkit::seed())).await;
+    let first = cluster.start_server().await;
+    cluster.start_server().await;
+    cluster.start_server().await;
+    let view = cluster
+        .wait_view("a primary and a ready backup", DEADLINE, |v| {
+            v.acked && v.backup_ready
+        })
+        .await;
+    let primary = view.primary.map(|m| m.addr).unwrap_or(first);
+    let mut targets = vec![primary.clone()];
+    targets.extend(cluster.monitor_addrs());
+    let mut held = Vec::new();
+    for addr in &targets {
+        for _ in 0..1000 {
+            let mut stream = TcpStream::connect(addr).await.expect("connects");
+            stream
+                .write_all(b"POST /kv/request HTTP/1.1\r\nhost: x\r\n")
+                .await
+                .expect("the start of a request");
+            held.push(stream);
+        }
+    }
+    let mut client = cluster.client_with(ClientOptions {
+        deadline: DEADLINE,
+        ..cluster.client_options()
+    });
+    client
+        .put(b"k", b"v")
+        .await
+        .expect("a put under a slowloris");
+    assert_eq!(client.get(b"k").await, Ok(Some(b"v".to_vec())));
+    // The primary the slowloris holds on to dies: the backup takes over and serves too.
+    cluster.crash_server(&primary).await;
+    client.put(b"k", b"w").await.expect("a put after failover");
+    assert_eq!(client.get(b"k").await, Ok(Some(b"w".to_vec())));
+    drop(held);
+    cluster.shutdown().await;
+}
