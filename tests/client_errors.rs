@@ -63,11 +63,7 @@ async fn a_timed_out_read_failed_and_a_timed_out_write_is_of_unknown_outcome() {
     testkit::init_tracing();
     let mut cluster = Cluster::start(ClusterOptions::fast(testkit::seed())).await;
     let servers = [cluster.start_server().await, cluster.start_server().await];
-    cluster
-        .wait_view("a primary and a ready backup", DEADLINE, |v| {
-            v.acked && v.backup_ready
-        })
-        .await;
+    cluster.wait_ready(DEADLINE).await;
     let mut client = cluster.client_with(ClientOptions {
         deadline: Duration::from_secs(1),
         ..cluster.client_options()
@@ -112,11 +108,7 @@ async fn connect_checks_the_cluster_and_the_secret_up_front() {
     let mut cluster = Cluster::start(options).await;
     cluster.start_server().await;
     cluster.start_server().await;
-    cluster
-        .wait_view("a primary and a ready backup", DEADLINE, |v| {
-            v.acked && v.backup_ready
-        })
-        .await;
+    cluster.wait_ready(DEADLINE).await;
     let monitors = cluster.monitor_addrs();
     let options = cluster.client_options();
     let mut client = Client::connect(monitors.clone(), options, Some(secret))

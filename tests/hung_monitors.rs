@@ -82,11 +82,7 @@ async fn hang_keeps_the_view(hang_leader: bool) {
     for _ in 0..3 {
         cluster.start_server().await;
     }
-    let before = cluster
-        .wait_view("a primary and a ready backup", DEADLINE, |v| {
-            v.acked && v.backup.is_some() && v.backup_ready
-        })
-        .await;
+    let before = cluster.wait_ready(DEADLINE).await;
     let mut client = cluster.client();
     client.put(b"before", b"1").await.expect("a write");
     let leader = cluster.wait_leader(DEADLINE).await;

@@ -231,11 +231,7 @@ async fn a_slowloris_of_a_thousand_connections_does_not_starve_a_real_client() {
     let first = cluster.start_server().await;
     cluster.start_server().await;
     cluster.start_server().await;
-    let view = cluster
-        .wait_view("a primary and a ready backup", DEADLINE, |v| {
-            v.acked && v.backup_ready
-        })
-        .await;
+    let view = cluster.wait_ready(DEADLINE).await;
     let primary = view.primary.map(|m| m.addr).unwrap_or(first);
     let mut targets = vec![primary.clone()];
     targets.extend(cluster.monitor_addrs());

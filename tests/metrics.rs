@@ -45,11 +45,7 @@ async fn metrics_agree_with_the_cluster() {
     let mut cluster = Cluster::start(options).await;
     cluster.start_server().await;
     cluster.start_server().await;
-    let view = cluster
-        .wait_view("a primary and a ready backup", DEADLINE, |v| {
-            v.acked && v.backup_ready
-        })
-        .await;
+    let view = cluster.wait_ready(DEADLINE).await;
     let (primary, backup) = match (&view.primary, &view.backup) {
         (Some(p), Some(b)) => (p.addr.clone(), b.addr.clone()),
         _ => panic!("no primary and backup in {view:?}"),

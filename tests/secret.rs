@@ -26,11 +26,7 @@ async fn without_the_secret_every_rpc_is_refused_and_nothing_changes() {
     let mut cluster = Cluster::start(options).await;
     let primary = cluster.start_server().await;
     cluster.start_server().await;
-    cluster
-        .wait_view("a primary and a ready backup", DEADLINE, |v| {
-            v.acked && v.backup_ready
-        })
-        .await;
+    cluster.wait_ready(DEADLINE).await;
     let mut client = cluster.client();
     client.put(b"k", b"by the owner").await.expect("a put");
 

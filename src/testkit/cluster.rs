@@ -500,6 +500,14 @@ impl Cluster {
         .await
     }
 
+    /// Wait until the view has an acknowledged primary and a ready backup; return it.
+    pub async fn wait_ready(&self, deadline: Duration) -> View {
+        self.wait_view("a primary and a ready backup", deadline, |v| {
+            v.acked && v.backup.is_some() && v.backup_ready
+        })
+        .await
+    }
+
     /// Store `keys` keys (`key-00000000000`, ...) of `value_size` bytes with 16 concurrent
     /// clients: a store large enough that its transfer is not trivial.
     pub async fn load_keys(&mut self, keys: usize, value_size: usize) {
