@@ -14,6 +14,9 @@ pub const FORWARD: &str = "/kv/forward";
 pub const TRANSFER: &str = "/kv/transfer";
 /// GET a JSON status document.
 pub const STATUS: &str = "/status";
+/// Client → primary: a [`DumpRequest`] for a consistent snapshot of the data, page by page,
+/// answered with a [`DumpReply`].
+pub const DUMP: &str = "/kv/dump";
 
 /// One operation on one key. Keys and values are arbitrary bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +156,13 @@ pub enum KvError {
         /// Which.
         reason: String,
     },
+    /// The primary no longer holds the dump snapshot a page was asked of (it expired, or the
+    /// primary changed): start the dump again.
+    #[error("dump {dump:x} is not open on this server (it expired or the primary changed); start the dump again")]
+    DumpUnknown {
+        /// The dump's id.
+        dump: u64,
+    },
     /// Fewer servers than `min_copies` hold the write yet: it is applied on the primary and
     /// will be confirmed once a backup is in sync; retry the same request.
     #[error("not enough copies: {copies} of the {min_copies} required hold the write so far")]
@@ -281,6 +291,60 @@ pub fn unpack_records(buf: &[u8]) -> Result<Vec<Pair<'_>>, BadRecords> {
         at = end;
     }
     Ok(out)
+}
+
+/// What a dump asks the primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DumpRequest {
+    /// How many keys the service holds now (no snapshot is kept).
+    Count,
+    /// Take an O(1) snapshot of the data once every write in it is confirmed, and reply with
+    /// its first page.
+    Begin {
+        /// Most key and value bytes in one page (capped by the server).
+        max_bytes: u32,
+    },
+    /// The page of snapshot `dump` after key `after`.
+    Next {
+        /// The snapshot's id, from the first page.
+        dump: u64,
+        /// The last key of the previous page.
+        #[serde(with = "serde_bytes")]
+        after: Vec<u8>,
+        /// Most key and value bytes in one page.
+        max_bytes: u32,
+    },
+}
+
+/// One page of a dump.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpPage {
+    /// The snapshot's id: ask for the next page with it.
+    pub dump: u64,
+    /// The view whose primary took the snapshot.
+    pub view: u64,
+    /// The snapshot holds every entry up to this index, all of them confirmed.
+    pub index: u64,
+    /// Keys in the whole snapshot (for progress reports).
+    pub total_keys: u64,
+    /// Key and value bytes in the whole snapshot.
+    pub total_bytes: u64,
+    /// Key/value pairs in key order, packed as in [`TransferChunk::records`].
+    #[serde(with = "serde_bytes")]
+    pub records: Vec<u8>,
+    /// Whether this is the last page.
+    pub last: bool,
+}
+
+/// The primary's answer to a [`DumpRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DumpReply {
+    /// The answer to [`DumpRequest::Count`].
+    Count(u64),
+    /// A page.
+    Page(DumpPage),
+    /// Not served (see [`KvError`]).
+    Err(KvError),
 }
 
 /// The backup's answer to a [`Forward`] or [`TransferChunk`].

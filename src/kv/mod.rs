@@ -10,6 +10,7 @@
 
 pub mod api;
 mod data;
+mod dumps;
 pub mod replica;
 mod replication;
 mod server;
@@ -18,6 +19,7 @@ mod store;
 mod transfer;
 
 pub use data::{Data, Record};
+pub use dumps::{DUMP_IDLE, MAX_OPEN_DUMPS};
 pub use server::{wall_ms, KvServer};
 pub use sessions::{Lookup, SessionBounds, Sessions};
 pub use store::{fnv1a32, Limits, Store};

@@ -7,10 +7,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::api::TRANSFER;
+use super::api::{DumpReply, DumpRequest, DUMP, TRANSFER};
 use super::api::{Forward, KvError, Reply, Request, TransferChunk, FORWARD, REQUEST, STATUS};
+use super::dumps::Dumps;
 use super::replica::{Effect, Progress, Replica, Settings, Submit};
-use super::{replication, ServerConfig};
+use super::{replication, ServerConfig, MAX_CHUNK_BYTES};
 use crate::monitor::MonitorClient;
 use crate::net::{bad_request, bincode_reply, decode, json_reply, not_found, Handler};
 use crate::net::{Gauge, HttpRequest, HttpResponse, RpcClient};
@@ -34,6 +35,9 @@ pub struct KvServer {
     wake_pinger: Notify,
     /// The replication task of the current view, if we are primary with a backup.
     replication: Mutex<Option<JoinHandle<()>>>,
+    /// Dumps clients are reading, each a snapshot of the data (its own lock: building a page
+    /// never holds up requests).
+    dumps: Mutex<Dumps>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,6 +77,7 @@ impl KvServer {
             wake_replication: Notify::new(),
             wake_pinger: Notify::new(),
             replication: Mutex::new(None),
+            dumps: Mutex::new(Dumps::default()),
         }
     }
 
@@ -142,7 +147,7 @@ impl KvServer {
 
     /// Serve a client request: apply it here, then wait until enough servers hold it.
     pub async fn execute(&self, request: Request) -> Reply {
-        let mut progress = self.progress.subscribe();
+        let progress = self.progress.subscribe();
         let submitted = self.with_replica(|r| r.on_request(request, Instant::now(), wall_ms()));
         let (index, epoch, reply) = match submitted {
             Submit::Reply(reply) => return reply,
@@ -153,6 +158,19 @@ impl KvServer {
             } => (index, epoch, reply),
         };
         self.wake_replication.notify_one();
+        match self.confirmed(progress, index, epoch).await {
+            Ok(()) => reply,
+            Err(err) => Reply::Err(err),
+        }
+    }
+
+    /// Wait until entry `index` is confirmed while this server still serves in `epoch`.
+    async fn confirmed(
+        &self,
+        mut progress: watch::Receiver<Progress>,
+        index: u64,
+        epoch: u64,
+    ) -> Result<(), KvError> {
         let confirmed = async {
             progress
                 .wait_for(|p| p.confirmed >= index || p.epoch != epoch)
@@ -160,11 +178,49 @@ impl KvServer {
                 .map(|p| *p)
         };
         match tokio::time::timeout(self.config.confirm_timeout, confirmed).await {
-            Ok(Ok(p)) if p.confirmed >= index && p.epoch == epoch => reply,
-            Ok(_) => Reply::Err(KvError::WrongServer {
+            Ok(Ok(p)) if p.confirmed >= index && p.epoch == epoch => Ok(()),
+            Ok(_) => Err(KvError::WrongServer {
                 view: self.with_replica(|r| r.view().num),
             }),
-            Err(_) => Reply::Err(self.with_replica(|r| r.unconfirmed_error())),
+            Err(_) => Err(self.with_replica(|r| r.unconfirmed_error())),
+        }
+    }
+
+    /// Serve a dump request: counts and pages come from a snapshot whose writes are all
+    /// confirmed.
+    async fn on_dump(&self, request: DumpRequest) -> Result<DumpReply, KvError> {
+        let page_bytes = |max: u32| (max as usize).clamp(1, MAX_CHUNK_BYTES);
+        match request {
+            DumpRequest::Count => {
+                let snapshot = self.with_replica(|r| r.dump_snapshot())?;
+                Ok(DumpReply::Count(snapshot.data.len() as u64))
+            }
+            DumpRequest::Begin { max_bytes } => {
+                let progress = self.progress.subscribe();
+                let snapshot = self.with_replica(|r| r.dump_snapshot())?;
+                self.confirmed(progress, snapshot.index, snapshot.epoch)
+                    .await?;
+                let page = lock(&self.dumps).begin(
+                    rand::random(),
+                    snapshot,
+                    page_bytes(max_bytes),
+                    Instant::now(),
+                )?;
+                Ok(DumpReply::Page(page))
+            }
+            DumpRequest::Next {
+                dump,
+                after,
+                max_bytes,
+            } => {
+                let page = lock(&self.dumps).page(
+                    dump,
+                    Some(&after),
+                    page_bytes(max_bytes),
+                    Instant::now(),
+                )?;
+                Ok(DumpReply::Page(page))
+            }
         }
     }
 
@@ -201,7 +257,13 @@ impl KvServer {
 
 impl Handler for KvServer {
     fn gauges(&self) -> Vec<Gauge> {
-        self.with_replica(|r| r.gauges())
+        let mut gauges = self.with_replica(|r| r.gauges());
+        gauges.push(Gauge::new(
+            "viewkv_kv_dumps_open",
+            "Dumps clients are reading from this server.",
+            lock(&self.dumps).open() as f64,
+        ));
+        gauges
     }
 
     async fn handle(&self, request: HttpRequest) -> HttpResponse {
@@ -217,6 +279,10 @@ impl Handler for KvServer {
             },
             TRANSFER => match decode::<TransferChunk>(request.body()) {
                 Ok(chunk) => bincode_reply(&self.on_transfer(chunk)),
+                Err(err) => bad_request(err),
+            },
+            DUMP => match decode::<DumpRequest>(request.body()) {
+                Ok(dump) => bincode_reply(&self.on_dump(dump).await.unwrap_or_else(DumpReply::Err)),
                 Err(err) => bad_request(err),
             },
             STATUS => json_reply(&self.status()),

@@ -12,7 +12,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-pub use primary::{NextStep, Stop, Submit};
+pub use primary::{DumpSnapshot, NextStep, Stop, Submit};
 
 use super::api::Entry;
 use super::store::{Limits, Store};

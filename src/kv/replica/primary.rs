@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::{Effect, PrimaryRole, Replica, Role};
 use crate::kv::api::{Entry, KvError, Op, Reply, Request};
 use crate::kv::transfer::Snapshot;
+use crate::kv::Data;
 
 /// Most entries in one forward.
 const MAX_BATCH_ENTRIES: usize = 1024;
@@ -43,6 +44,19 @@ pub enum NextStep {
     Stream,
     /// The backup lost entries it had confirmed: send the whole state again.
     Transfer,
+}
+
+/// A serving primary's data at one moment, for a dump.
+#[derive(Clone, Debug)]
+pub struct DumpSnapshot {
+    /// The data (shares structure with the live store).
+    pub data: Data,
+    /// The view of the primary that took it.
+    pub view: u64,
+    /// The data reflects every entry up to this index.
+    pub index: u64,
+    /// The primary's epoch then: a change means it stopped serving before confirming.
+    pub epoch: u64,
 }
 
 impl Replica {
@@ -105,6 +119,22 @@ impl Replica {
             index,
             epoch: self.progress.epoch,
             reply,
+        }
+    }
+
+    /// The data as of now for a dump: an O(1) snapshot, the index it reflects and the epoch
+    /// to wait in (the dump is served once that index is confirmed, so it holds no write a
+    /// failover could lose). Only a serving primary takes one.
+    pub fn dump_snapshot(&self) -> Result<DumpSnapshot, KvError> {
+        let view = self.view.num;
+        match &self.role {
+            Role::Primary(p) if self.holds_state && !p.fenced => Ok(DumpSnapshot {
+                data: self.store.data().clone(),
+                view,
+                index: self.index,
+                epoch: self.progress.epoch,
+            }),
+            _ => Err(KvError::WrongServer { view }),
         }
     }
 
