@@ -54,7 +54,8 @@ pub enum Write {
     PutHash,
 }
 
-fn client(monitors: &MonitorsArg, deadline: Option<Duration>) -> anyhow::Result<Client> {
+/// A client of the cluster `monitors` names, with its deadline (the flag, else the cluster file's).
+pub(super) fn client(monitors: &MonitorsArg, deadline: Option<Duration>) -> anyhow::Result<Client> {
     let file = load(monitors.config.as_ref())?;
     let defaults = ClientOptions::default();
     let deadline = deadline

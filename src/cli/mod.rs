@@ -1,5 +1,6 @@
 //! The command line: one binary, one subcommand per role or action.
 
+mod backup;
 mod bench;
 mod bench_sync;
 mod children;
@@ -88,6 +89,10 @@ enum Command {
     Delete(kv::GetArgs),
     /// Print the current view and which monitor leads.
     View(view::Args),
+    /// Write a consistent snapshot of the service's data to FILE, with a progress bar.
+    Dump(backup::DumpArgs),
+    /// Write the keys of a dump into an empty service (--force: into one that holds keys).
+    Restore(backup::RestoreArgs),
     /// Measure failover on real processes.
     Bench(bench::Args),
 }
@@ -179,6 +184,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Append(args) => kv::write(args, kv::Write::Append).await,
         Command::Puthash(args) => kv::write(args, kv::Write::PutHash).await,
         Command::View(args) => view::run(args).await,
+        Command::Dump(args) => backup::dump(args).await,
+        Command::Restore(args) => backup::restore(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -10,8 +10,12 @@
 //! # }
 //! ```
 
+mod backup;
+mod dump_file;
 mod router;
 
+pub use backup::{BackupError, BackupProgress, RestoreOptions, PAGE_BYTES};
+pub use dump_file::{DumpFileError, DumpHeader, DumpReader, DumpWriter, OwnedPair, MAGIC, VERSION};
 pub use router::{ClientError, ClientOptions, Router, NO_CLUSTER_HINT, UNREACHABLE_AFTER};
 
 use crate::kv::api::{Op, Request};

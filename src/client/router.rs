@@ -167,6 +167,68 @@ impl Router {
         })
     }
 
+    /// A router like this one (same monitors, options and RPC client) with no cached view:
+    /// for another session of the same caller.
+    pub fn sibling(&self) -> Router {
+        Router {
+            reached: self.reached,
+            ..Router::new(self.rpc.clone(), self.monitors.clone(), self.options)
+        }
+    }
+
+    /// Send `request` to `path` on the primary until it answers, the deadline passes or
+    /// `settle` says the reply is final. `settle` maps a reply to `Ok` (done) or `Err(reason)`
+    /// (retry after reading the view again). For requests that change nothing, so a retry is
+    /// always safe (the dump's pages, the key count).
+    pub async fn call_primary<Req, Resp, T>(
+        &mut self,
+        path: &str,
+        request: &Req,
+        mut settle: impl FnMut(Resp) -> Result<Result<T, ClientError>, String>,
+    ) -> Result<T, ClientError>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let started = Instant::now();
+        let deadline = started + self.options.deadline;
+        loop {
+            let mut last = String::from("the view has no primary yet");
+            if self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
+                if let Err(err) = self.refresh_view().await {
+                    if let Some(fatal) = self.unreachable(&err, started, true) {
+                        return Err(fatal);
+                    }
+                    last = err.to_string();
+                }
+            }
+            if let Some(primary) = self.view.as_ref().and_then(|v| v.primary.clone()) {
+                let timeout = self
+                    .options
+                    .rpc_timeout
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                match self.rpc.call(&primary.addr, path, request, timeout).await {
+                    Ok(reply) => match settle(reply) {
+                        Ok(done) => return done,
+                        Err(reason) => last = format!("{}: {reason}", primary.addr),
+                    },
+                    Err(err) if err.is_unauthorized() => {
+                        return Err(ClientError::Unauthorized(err.to_string()));
+                    }
+                    Err(err) => last = err.to_string(),
+                }
+                self.view = None;
+            }
+            if Instant::now() + self.options.retry_interval >= deadline {
+                return Err(ClientError::ReadFailed {
+                    deadline: self.options.deadline,
+                    last,
+                });
+            }
+            tokio::time::sleep(self.options.retry_interval).await;
+        }
+    }
+
     /// The error for `request` when its deadline passed: a read failed; a write's outcome is
     /// unknown.
     fn timed_out(&self, request: &Request, last: String) -> ClientError {
