@@ -206,6 +206,33 @@ fn up_put_get_kill_9_the_primary_get_again() {
         "a missing key exits 1 and prints nothing"
     );
 
+    // A backup and its restore, through the CLI.
+    let dump = dir.path().join("backup.vkv");
+    let dump_arg = dump.to_str().expect("a UTF-8 path");
+    let (code, stdout, stderr) = viewkv(&["dump", "--config", cfg, dump_arg]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("dumped 1 keys"), "{stdout}");
+    let (code, _, stderr) = viewkv(&["restore", "--config", cfg, dump_arg]);
+    assert_eq!(code, 2, "a restore into a service holding keys: {stderr}");
+    assert!(
+        stderr.contains("already holds 1 keys") && stderr.contains("--force"),
+        "say why and what to do: {stderr}"
+    );
+    let (code, stdout, stderr) = viewkv(&["restore", "--force", "--config", cfg, dump_arg]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (
+            0,
+            format!("restored 1 keys (10 bytes) from {dump_arg}").as_str()
+        ),
+        "{stderr}"
+    );
+    let bytes = std::fs::read(&dump).expect("the dump");
+    std::fs::write(&dump, &bytes[..bytes.len() - 3]).expect("a cut dump");
+    let (code, _, stderr) = viewkv(&["restore", "--force", "--config", cfg, dump_arg]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("cut short"), "{stderr}");
+
     let view = wait_for("a ready backup", || {
         let doc = view_json_with(&["--config", cfg])?;
         (doc["view"]["backup_ready"] == true && doc["view"]["acked"] == true).then_some(doc)
