@@ -55,6 +55,8 @@ fn ping(id: &str, incarnation: u64, viewnum: u64) -> Ping {
         viewnum,
         backup_synced: false,
         backup_failed: false,
+        cluster: 0,
+        holds_state: false,
     }
 }
 
@@ -85,14 +87,18 @@ fn view() -> impl Strategy<Value = View> {
         option::of(member()),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(num, primary, backup, acked, backup_ready)| View {
-            num,
-            primary,
-            backup,
-            acked,
-            backup_ready,
-        })
+        .prop_map(
+            |(num, primary, backup, acked, backup_ready, recovered)| View {
+                num,
+                primary,
+                backup,
+                acked,
+                backup_ready,
+                recovered,
+            },
+        )
 }
 
 fn any_ping() -> impl Strategy<Value = Ping> {
@@ -103,22 +109,38 @@ fn any_ping() -> impl Strategy<Value = Ping> {
         any::<u64>(),
         any::<bool>(),
         any::<bool>(),
+        any::<u64>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(id, addr, incarnation, viewnum, backup_synced, backup_failed)| Ping {
+            |(
                 id,
                 addr,
                 incarnation,
                 viewnum,
                 backup_synced,
                 backup_failed,
+                cluster,
+                holds_state,
+            )| {
+                Ping {
+                    id,
+                    addr,
+                    incarnation,
+                    viewnum,
+                    backup_synced,
+                    backup_failed,
+                    cluster,
+                    holds_state,
+                }
             },
         )
 }
 
 fn ping_reply() -> impl Strategy<Value = PingReply> {
     prop_oneof![
-        view().prop_map(PingReply::View),
+        (view(), any::<u64>()).prop_map(|(view, cluster)| PingReply::View { view, cluster }),
+        any::<u64>().prop_map(|cluster| PingReply::Foreign { cluster }),
         option::of(text()).prop_map(|hint| PingReply::NotLeader { hint }),
     ]
 }
@@ -129,12 +151,14 @@ fn view_reply() -> impl Strategy<Value = ViewReply> {
         option::of((any::<u64>(), text())),
         any::<bool>(),
         option::of(text()),
+        any::<u64>(),
     )
-        .prop_map(|(view, leader, serving, stalled)| ViewReply {
+        .prop_map(|(view, leader, serving, stalled, cluster)| ViewReply {
             view,
             leader,
             serving,
             stalled,
+            cluster,
         })
 }
 
@@ -539,9 +563,14 @@ fn absurd_length_prefixes_are_refused_by_every_decoder() {
         ("Ping", encode(&ping(&marker, 1, 1)), |b| {
             decode::<Ping>(b).is_err()
         }),
-        ("PingReply", encode(&PingReply::View(view.clone())), |b| {
-            decode::<PingReply>(b).is_err()
-        }),
+        (
+            "PingReply",
+            encode(&PingReply::View {
+                view: view.clone(),
+                cluster: 7,
+            }),
+            |b| decode::<PingReply>(b).is_err(),
+        ),
         (
             "ViewReply",
             encode(&ViewReply {
@@ -549,6 +578,7 @@ fn absurd_length_prefixes_are_refused_by_every_decoder() {
                 leader: Some((1, marker.clone())),
                 serving: true,
                 stalled: None,
+                cluster: 7,
             }),
             |b| decode::<ViewReply>(b).is_err(),
         ),

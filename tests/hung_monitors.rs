@@ -55,12 +55,26 @@ async fn a_hung_monitor_listed_first_delays_no_ping_and_no_view_read() {
         viewnum: 0,
         backup_synced: false,
         backup_failed: false,
+        cluster: 0,
+        holds_state: false,
     };
-    let view = tokio::time::timeout(DEADLINE, client.ping(&ping))
-        .await
-        .expect("the ping waited for the hung monitor")
-        .expect("the leader answers the ping");
-    assert_eq!(view.primary.map(|m| m.id), Some("s1".to_string()));
+    // A new group makes view 1 only `dead_after` after its leader took over: ping until it
+    // does, each ping answered well before the hung monitor would.
+    let primary = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let reply = client
+                .ping(&ping)
+                .await
+                .expect("the leader answers the ping");
+            if let Some(primary) = reply.into_view().and_then(|v| v.primary) {
+                return primary.id;
+            }
+            tokio::time::sleep(cluster.options().timings.ping_interval).await;
+        }
+    })
+    .await
+    .expect("the pings waited for the hung monitor");
+    assert_eq!(primary, "s1");
     let reply = tokio::time::timeout(DEADLINE, client.view())
         .await
         .expect("the view read waited for the hung monitor")

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use viewkv::monitor::api::PingReply;
 use viewkv::monitor::{self, MonitorClient, MonitorConfig, RaftTimings};
 use viewkv::net::RpcClient;
 use viewkv::testkit::wait_for;
@@ -100,9 +101,16 @@ async fn a_data_directory_of_the_first_release_opens_and_keeps_its_view() {
         viewnum: 2,
         backup_synced: true,
         backup_failed: true,
+        cluster: 0,
+        holds_state: false,
     };
     let next = wait_for("view 3", DEADLINE, || async {
-        client.ping(&ping).await.ok().filter(|v| v.num == 3)
+        client
+            .ping(&ping)
+            .await
+            .ok()
+            .and_then(PingReply::into_view)
+            .filter(|v| v.num == 3)
     })
     .await;
     assert_eq!(id(&next.primary), Some("127.0.0.1:7611"), "{next:?}");

@@ -24,12 +24,17 @@ impl Pure {
         };
         let now = Instant::now();
         let table = ViewTable::default();
-        Pure {
-            decider: Decider::new(timings, &table, now),
+        let mut pure = Pure {
+            decider: Decider::new(timings, &table, now, 1),
             table,
             now,
             timings,
-        }
+        };
+        // A group up for `dead_after` (before which it makes no view 1) that formed its cluster.
+        pure.now += timings.dead_after();
+        let formed = pure.decider.tick(&pure.table, pure.now);
+        pure.apply(formed);
+        pure
     }
 
     fn apply(&mut self, decisions: Vec<Decision>) -> Vec<Decision> {
@@ -235,7 +240,7 @@ fn new_leader_grants_a_grace_period() {
     let v = primary_and_backup(&mut s, &a, &b, true);
     // a went silent long ago, but a new leader takes over now and knows nothing of that.
     s.now += s.timings.dead_after() * 3;
-    let mut fresh = Decider::new(s.timings, &s.table, s.now);
+    let mut fresh = Decider::new(s.timings, &s.table, s.now, 1);
     let early = s.now + s.timings.dead_after() - s.timings.ping_interval;
     assert!(
         fresh.tick(&s.table, early).is_empty(),
@@ -301,4 +306,188 @@ fn a_backup_its_primary_cannot_reach_is_replaced_and_shunned_for_a_while() {
         s.pass(1);
     }
     assert_eq!(backup_id(&s.table.view), Some("b"));
+}
+
+#[test]
+fn a_new_group_forms_its_cluster_at_once_and_makes_view_1_only_after_dead_after() {
+    let timings = Timings {
+        ping_interval: Duration::from_millis(100),
+        dead_pings: DEAD_PINGS,
+    };
+    let mut table = ViewTable::default();
+    let start = Instant::now();
+    let mut decider = Decider::new(timings, &table, start, 42);
+    let a = Scripted::new("a", 1);
+    let early = decider.ping(&table, &a.ping(0), start + timings.ping_interval);
+    for decision in &early {
+        table.apply(decision);
+    }
+    assert!(
+        matches!(early.first(), Some(Decision::Form { cluster: 42 })),
+        "{early:?}"
+    );
+    assert_eq!(table.cluster, 42);
+    assert_eq!(table.view.num, 0, "view 1 before dead_after: {early:?}");
+    let later = decider.ping(&table, &a.ping(0), start + timings.dead_after());
+    for decision in &later {
+        table.apply(decision);
+    }
+    assert_eq!(primary_id(&table.view), Some("a"), "{later:?}");
+}
+
+/// A ping from a server of cluster `cluster` that holds the state as of `viewnum`.
+fn of_cluster(server: &Scripted, cluster: u64, viewnum: u64, holds_state: bool) -> Ping {
+    Ping {
+        cluster,
+        holds_state,
+        ..server.ping(viewnum)
+    }
+}
+
+#[test]
+fn monitors_that_lost_their_state_make_no_view_while_servers_of_another_cluster_ping() {
+    let mut s = Pure::new();
+    let (p, b, fresh) = (
+        Scripted::new("p", 1),
+        Scripted::new("b", 2),
+        Scripted::new("fresh", 3),
+    );
+    const OLD: u64 = 0x0dd;
+    for _ in 0..DEAD_PINGS * 3 {
+        s.ping_now(of_cluster(&p, OLD, 9, true));
+        s.ping_now(of_cluster(&b, OLD, 9, true));
+        s.ping_now(fresh.ping(0));
+        s.pass(1);
+    }
+    assert_eq!(s.table.view.num, 0, "a second primary: {:?}", s.table.view);
+    assert!(
+        !s.table.servers.contains_key("p"),
+        "a foreign server was registered"
+    );
+    let stalled = s.decider.stalled(&s.table, s.now).expect("the stall");
+    assert!(
+        stalled.contains("lost their state") && stalled.contains("viewkv recover"),
+        "{stalled}"
+    );
+
+    // The operator adopts the surviving servers' cluster and view.
+    let plan = s
+        .decider
+        .recovery(&s.table, None, s.now)
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(plan.explanation.contains("adopt cluster dd"), "{plan:?}");
+    let Decision::Recover { cluster, next, .. } = &plan.decision else {
+        panic!("{plan:?}");
+    };
+    assert_eq!((*cluster, next.num, next.recovered), (OLD, 10, true));
+    assert!(matches!(primary_id(next), Some("p" | "b")), "{next:?}");
+    s.apply(vec![plan.decision.clone()]);
+    assert_eq!(s.table.cluster, OLD);
+    // The chosen primary acknowledges; the others become backups as usual.
+    let chosen = next.primary.clone().expect("a primary");
+    let (primary, other) = if chosen.id == "p" { (&p, &b) } else { (&b, &p) };
+    let mut seen = s.ping_now(of_cluster(primary, OLD, 9, true)).num;
+    for _ in 0..DEAD_PINGS * 3 {
+        seen = s.ping_now(of_cluster(primary, OLD, seen, true)).num;
+        s.ping_now(of_cluster(other, OLD, 9, false));
+        s.pass(1);
+    }
+    let view = &s.table.view;
+    assert_eq!(primary_id(view), Some(chosen.id.as_str()), "{view:?}");
+    assert!(view.acked && view.backup.is_some(), "{view:?}");
+    assert!(
+        !view.recovered,
+        "only the recovery view is marked: {view:?}"
+    );
+}
+
+#[test]
+fn recover_refuses_a_service_that_can_go_on_by_itself() {
+    let mut s = Pure::new();
+    let (a, b) = (Scripted::new("a", 1), Scripted::new("b", 2));
+    let v = primary_and_backup(&mut s, &a, &b, false);
+    let err = s
+        .decider
+        .recovery(&s.table, None, s.now)
+        .expect_err("not stalled");
+    assert!(err.contains("not stalled"), "{err}");
+    // The primary is slow to acknowledge a new view but alive: still no recovery.
+    let c = Scripted::new("c", 3);
+    s.ping_now(c.ping(0));
+    let mut unacked = s.table.view.clone();
+    unacked.num += 1;
+    unacked.acked = false;
+    let change = Decision::Change {
+        prev: s.table.view.clone(),
+        next: unacked,
+    };
+    s.apply(vec![change]);
+    s.ping_now(a.ping(v.num));
+    let err = s
+        .decider
+        .recovery(&s.table, None, s.now)
+        .expect_err("the primary is alive");
+    assert!(err.contains("is alive"), "{err}");
+}
+
+#[test]
+fn recover_picks_the_server_holding_the_newest_state_and_says_what_is_lost() {
+    let mut s = Pure::new();
+    let (a, b, c) = (
+        Scripted::new("a", 1),
+        Scripted::new("b", 2),
+        Scripted::new("c", 3),
+    );
+    let v = primary_and_backup(&mut s, &a, &b, false);
+    // a dies; b never got in sync; c is idle.
+    for _ in 0..DEAD_PINGS * 2 {
+        s.ping_now(b.ping(v.num));
+        s.ping_now(c.ping(v.num));
+        s.pass(1);
+    }
+    assert!(s.decider.stalled(&s.table, s.now).is_some());
+    let empty = s.decider.recovery(&s.table, None, s.now).expect("a plan");
+    assert!(empty.explanation.contains("EMPTY"), "{empty:?}");
+
+    // Had b installed a's state (reported only in its own ping), b is chosen and keeps it.
+    s.ping_now(Ping {
+        holds_state: true,
+        ..b.ping(v.num)
+    });
+    let plan = s.decider.recovery(&s.table, None, s.now).expect("a plan");
+    let Decision::Recover { next, cluster, .. } = &plan.decision else {
+        panic!("{plan:?}");
+    };
+    assert_eq!(primary_id(next), Some("b"));
+    assert_eq!(
+        (*cluster, next.num, next.backup.clone()),
+        (s.table.cluster, v.num + 1, None)
+    );
+    assert!(
+        plan.explanation.contains("keeps the state") && plan.explanation.contains("primary a"),
+        "{plan:?}"
+    );
+    let chosen = s
+        .decider
+        .recovery(&s.table, Some("c"), s.now)
+        .expect("c is live");
+    assert!(
+        chosen.explanation.starts_with("c becomes primary"),
+        "{chosen:?}"
+    );
+    let err = s
+        .decider
+        .recovery(&s.table, Some("a"), s.now)
+        .expect_err("a is dead");
+    assert!(
+        err.contains("not a live kv server") && err.contains('b'),
+        "{err}"
+    );
+    s.apply(vec![plan.decision]);
+    assert!(
+        s.decider
+            .stalled(&s.table, s.now)
+            .is_some_and(|why| why.contains("acknowledge")),
+        "the recovered view waits for b's acknowledgment"
+    );
 }

@@ -53,6 +53,8 @@ impl Server {
             viewnum,
             backup_synced: synced,
             backup_failed: false,
+            cluster: 0,
+            holds_state: false,
         }
     }
 }
@@ -74,12 +76,17 @@ impl Pure {
             dead_pings: DEAD_PINGS,
         };
         let table = ViewTable::default();
-        Pure {
-            decider: Decider::new(timings, &table, now),
+        let mut pure = Pure {
+            decider: Decider::new(timings, &table, now, 1),
             table,
             now,
             timings,
-        }
+        };
+        // A group up for `dead_after` (before which it makes no view 1) that formed its cluster.
+        pure.now += timings.dead_after();
+        let formed = pure.decider.tick(&pure.table, pure.now);
+        pure.apply(&formed);
+        pure
     }
 
     fn new() -> Pure {
@@ -307,7 +314,7 @@ fn a_clock_going_backwards_declares_nobody_dead() {
     let decisions = s.tick_at(last + s.timings.ping_interval);
     assert!(decisions.is_empty(), "{decisions:?}");
     // A leader that took over at `last` and then sees the clock go back: no one dies either.
-    let mut fresh = Decider::new(s.timings, &s.table, last);
+    let mut fresh = Decider::new(s.timings, &s.table, last, 1);
     for back in steps {
         let decisions = fresh.tick(&s.table, last - back);
         assert!(
@@ -534,6 +541,8 @@ async fn a_strangers_ping_with_an_absurd_view_number_gets_the_view() {
         viewnum: u64::MAX,
         backup_synced: true,
         backup_failed: true,
+        cluster: 0,
+        holds_state: false,
     };
     // Straight to the leader (asked again should leadership move meanwhile).
     let answer = wait_for("the leader's answer", DEADLINE, || async {
@@ -543,7 +552,7 @@ async fn a_strangers_ping_with_an_absurd_view_number_gets_the_view() {
             .call::<Ping, PingReply>(&addr, PING, &stranger, Duration::from_secs(5))
             .await
         {
-            Ok(PingReply::View(view)) => Some(view),
+            Ok(PingReply::View { view, .. }) => Some(view),
             _ => None,
         }
     })

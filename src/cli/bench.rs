@@ -236,6 +236,8 @@ async fn monitor_failover(trials: usize, dir: Option<PathBuf>) -> anyhow::Result
         viewnum: 0,
         backup_synced: false,
         backup_failed: false,
+        cluster: 0,
+        holds_state: false,
     };
     let load = Load::start(&addrs, 4);
     let bar = progress(trials, "monitor leader kills")?;

@@ -7,6 +7,7 @@ mod children;
 mod kv;
 mod local;
 mod monitor;
+mod recover;
 mod server;
 mod up;
 mod view;
@@ -89,6 +90,9 @@ enum Command {
     Delete(kv::GetArgs),
     /// Print the current view and which monitor leads.
     View(view::Args),
+    /// Get a stalled service going again: make a live server primary of a new view (says what
+    /// would be lost; --accept-data-loss does it).
+    Recover(recover::Args),
     /// Write a consistent snapshot of the service's data to FILE, with a progress bar.
     Dump(backup::DumpArgs),
     /// Write the keys of a dump into an empty service (--force: into one that holds keys).
@@ -184,6 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Append(args) => kv::write(args, kv::Write::Append).await,
         Command::Puthash(args) => kv::write(args, kv::Write::PutHash).await,
         Command::View(args) => view::run(args).await,
+        Command::Recover(args) => recover::run(args).await,
         Command::Dump(args) => backup::dump(args).await,
         Command::Restore(args) => backup::restore(args).await,
         Command::Bench(args) => bench::run(args).await,

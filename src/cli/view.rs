@@ -35,10 +35,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "leader": leader.map(|(id, _)| id),
             "leader_addr": leader.map(|(_, addr)| addr),
             "stalled": reply.stalled,
+            "cluster": format!("{:x}", reply.cluster),
         });
         println!("{doc}");
     } else {
         println!("view {}", reply.view.summary());
+        println!("cluster: {:x}", reply.cluster);
         match leader {
             Some((id, addr)) => println!("leader: monitor {id} at {addr}"),
             None => println!("leader: none serving right now (no quorum?)"),

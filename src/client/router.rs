@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::kv::api::{KvError, Op, Reply, Request, REQUEST};
 use crate::monitor::{MonitorClient, MonitorUnavailable};
 use crate::net::RpcClient;
-use crate::view::View;
+use crate::view::{ClusterId, View};
 
 /// Timeouts and pacing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +97,28 @@ pub struct Router {
     /// no monitor fails fast ([`ClientError::NoMonitors`]) instead of retrying to its deadline.
     /// After that, an unreachable group is a fault to ride out.
     reached: bool,
+    /// The cluster whose views we follow (the first the monitors named; 0 until then): a
+    /// view of another cluster is refused, so monitors that lost their state and formed anew
+    /// cannot send this client to a second primary.
+    cluster: ClusterId,
+}
+
+/// Why the view could not be read.
+#[derive(Debug)]
+enum Refresh {
+    /// No monitor answered.
+    Unavailable(MonitorUnavailable),
+    /// The monitors answered for another cluster.
+    Foreign(String),
+}
+
+impl std::fmt::Display for Refresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refresh::Unavailable(err) => err.fmt(f),
+            Refresh::Foreign(why) => f.write_str(why),
+        }
+    }
 }
 
 impl Router {
@@ -109,6 +131,7 @@ impl Router {
             options,
             view_reads: 0,
             reached: false,
+            cluster: 0,
         }
     }
 
@@ -122,12 +145,27 @@ impl Router {
         self.options
     }
 
-    async fn refresh_view(&mut self) -> Result<(), MonitorUnavailable> {
+    async fn refresh_view(&mut self) -> Result<(), Refresh> {
         self.view_reads += 1;
-        let reply = self.monitors.view().await?;
+        let reply = self.monitors.view().await.map_err(Refresh::Unavailable)?;
         self.reached = true;
+        if self.cluster == 0 {
+            self.cluster = reply.cluster;
+        }
+        if reply.cluster != self.cluster {
+            return Err(Refresh::Foreign(format!(
+                "the monitors answered for cluster {:x}, but this client has followed cluster \
+                 {:x} (other monitors, or monitors that lost their state): not following them",
+                reply.cluster, self.cluster
+            )));
+        }
         self.view = Some(reply.view);
         Ok(())
+    }
+
+    /// The cluster this router follows (0 until a monitor answered).
+    pub fn cluster(&self) -> ClusterId {
+        self.cluster
     }
 
     /// Read the view until a monitor answers: fails with [`ClientError::NoMonitors`] when none
@@ -150,12 +188,10 @@ impl Router {
     /// The error to give up with after a failed view read, if it is time to: the secret was
     /// refused, or — when `unsent`, nothing of this call having reached a kv server — no
     /// monitor has ever answered and [`UNREACHABLE_AFTER`] has passed since `started`.
-    fn unreachable(
-        &self,
-        err: &MonitorUnavailable,
-        started: Instant,
-        unsent: bool,
-    ) -> Option<ClientError> {
+    fn unreachable(&self, err: &Refresh, started: Instant, unsent: bool) -> Option<ClientError> {
+        let Refresh::Unavailable(err) = err else {
+            return None;
+        };
         if let Some(refusal) = &err.unauthorized {
             return Some(ClientError::Unauthorized(refusal.clone()));
         }
@@ -172,6 +208,7 @@ impl Router {
     pub fn sibling(&self) -> Router {
         Router {
             reached: self.reached,
+            cluster: self.cluster,
             ..Router::new(self.rpc.clone(), self.monitors.clone(), self.options)
         }
     }

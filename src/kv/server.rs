@@ -12,6 +12,7 @@ use super::api::{Forward, KvError, Reply, Request, TransferChunk, FORWARD, REQUE
 use super::dumps::Dumps;
 use super::replica::{Effect, Progress, Replica, Settings, Submit};
 use super::{replication, ServerConfig, MAX_CHUNK_BYTES};
+use crate::monitor::api::PingReply;
 use crate::monitor::MonitorClient;
 use crate::net::{bad_request, bincode_reply, decode, json_reply, not_found, Handler};
 use crate::net::{Gauge, HttpRequest, HttpResponse, RpcClient};
@@ -135,13 +136,18 @@ impl KvServer {
                 _ = self.wake_pinger.notified() => {}
             }
             let ping = self.with_replica(|r| r.ping(Instant::now()));
-            match self.monitors.ping(&ping).await {
-                Ok(view) => {
-                    let effects = self.with_replica(|r| r.on_view(view, Instant::now()));
-                    self.run_effects(effects);
+            let effects = match self.monitors.ping(&ping).await {
+                Ok(PingReply::View { view, cluster }) => {
+                    self.with_replica(|r| r.on_ping_reply(cluster, view, Instant::now()))
                 }
-                Err(err) => tracing::debug!("ping failed: {err}"),
-            }
+                Ok(PingReply::Foreign { cluster }) => self.with_replica(|r| r.on_foreign(cluster)),
+                Ok(PingReply::NotLeader { .. }) => Vec::new(),
+                Err(err) => {
+                    tracing::debug!("ping failed: {err}");
+                    Vec::new()
+                }
+            };
+            self.run_effects(effects);
         }
     }
 

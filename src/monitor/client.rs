@@ -14,9 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::api::{PingReply, ViewReply, PING, VIEW};
+use super::api::{PingReply, RecoverReply, RecoverRequest, ViewReply, PING, RECOVER, VIEW};
 use crate::net::RpcClient;
-use crate::view::{Ping, View};
+use crate::view::Ping;
 
 /// No monitor could answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -135,14 +135,29 @@ impl MonitorClient {
         })
     }
 
-    /// Ping the leader.
-    pub async fn ping(&self, ping: &Ping) -> Result<View, MonitorUnavailable> {
+    /// Ping the leader: its answer, `View` or `Foreign` (never `NotLeader`).
+    pub async fn ping(&self, ping: &Ping) -> Result<PingReply, MonitorUnavailable> {
         self.ask_all(PING, ping.clone(), |addr, reply| match reply {
-            PingReply::View(view) => Answer::Done(view),
             PingReply::NotLeader { hint } => Answer::Not {
                 why: format!("{addr} is not the leader"),
                 hint,
             },
+            answer => Answer::Done(answer),
+        })
+        .await
+    }
+
+    /// Ask the leader for an operator recovery (see [`RecoverRequest`]).
+    pub async fn recover(
+        &self,
+        request: &RecoverRequest,
+    ) -> Result<RecoverReply, MonitorUnavailable> {
+        self.ask_all(RECOVER, request.clone(), |addr, reply| match reply {
+            RecoverReply::NotLeader { hint } => Answer::Not {
+                why: format!("{addr} is not the leader"),
+                hint,
+            },
+            answer => Answer::Done(answer),
         })
         .await
     }

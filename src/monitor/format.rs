@@ -7,6 +7,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::legacy::{AppliedV1, DecisionV1};
 use super::state_machine::Applied;
 use crate::net::{decode, encode, DecodeError};
 use crate::view::Decision;
@@ -14,8 +15,9 @@ use crate::view::Decision;
 /// Marks versioned data.
 const MARK: u8 = 0xFF;
 
-/// The version this build writes.
-pub const VERSION: u8 = 1;
+/// The version this build writes. Version 2 added the cluster id, operator recoveries and the
+/// view's `recovered` flag; versions 0 and 1 are read through `legacy.rs`.
+pub const VERSION: u8 = 2;
 
 /// Data this build cannot read.
 #[derive(Debug, thiserror::Error)]
@@ -41,17 +43,21 @@ fn write<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-fn read<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FormatError> {
+/// Read `bytes` as the current `T`, or — versions 0 and 1, which share one body encoding — as
+/// the older `Old`, converted.
+fn read<T: DeserializeOwned, Old: DeserializeOwned + Into<T>>(
+    bytes: &[u8],
+) -> Result<T, FormatError> {
     let (version, body) = match bytes {
         [MARK, version, body @ ..] => (*version, body),
         legacy => (0, legacy),
     };
-    if version > VERSION {
-        return Err(FormatError::Newer(version));
+    let failed = |source| FormatError::Decode { version, source };
+    match version {
+        0 | 1 => decode::<Old>(body).map(Into::into).map_err(failed),
+        VERSION => decode(body).map_err(failed),
+        newer => Err(FormatError::Newer(newer)),
     }
-    // Versions 0 and 1 share one body encoding; a later version that changes it decodes its
-    // older bodies here and converts them.
-    decode(body).map_err(|source| FormatError::Decode { version, source })
 }
 
 /// A Raft log command.
@@ -61,7 +67,7 @@ pub fn encode_decision(decision: &Decision) -> Vec<u8> {
 
 /// A Raft log command, of any version this build knows.
 pub fn decode_decision(bytes: &[u8]) -> Result<Decision, FormatError> {
-    read(bytes)
+    read::<Decision, DecisionV1>(bytes)
 }
 
 /// A state-machine snapshot.
@@ -71,7 +77,7 @@ pub fn encode_snapshot(applied: &Applied) -> Vec<u8> {
 
 /// A state-machine snapshot, of any version this build knows.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Applied, FormatError> {
-    read(bytes)
+    read::<Applied, AppliedV1>(bytes)
 }
 
 #[cfg(test)]
@@ -94,16 +100,77 @@ mod tests {
         }
     }
 
+    /// The view and decision layouts versions 0 and 1 wrote, to make their bytes.
+    #[derive(serde::Serialize)]
+    struct OldView {
+        num: u64,
+        primary: Option<Member>,
+        backup: Option<Member>,
+        acked: bool,
+        backup_ready: bool,
+    }
+
+    // Register and Forget are never built, but keep Change at its old variant index (2).
+    #[derive(serde::Serialize)]
+    #[allow(dead_code)]
+    enum OldDecision {
+        Register {
+            id: String,
+            info: crate::view::ServerInfo,
+        },
+        Forget {
+            id: String,
+        },
+        Change {
+            prev: OldView,
+            next: OldView,
+        },
+    }
+
+    fn old_decision() -> OldDecision {
+        let view = decision();
+        let Decision::Change { next, .. } = view else {
+            unreachable!("decision() is a change")
+        };
+        OldDecision::Change {
+            prev: OldView {
+                num: 0,
+                primary: None,
+                backup: None,
+                acked: false,
+                backup_ready: false,
+            },
+            next: OldView {
+                num: next.num,
+                primary: next.primary,
+                backup: next.backup,
+                acked: next.acked,
+                backup_ready: next.backup_ready,
+            },
+        }
+    }
+
     #[test]
-    fn unversioned_data_of_the_first_release_still_reads() {
-        let legacy = encode(&decision());
+    fn data_of_versions_0_and_1_still_reads() {
+        let legacy = encode(&old_decision());
         assert_ne!(legacy.first(), Some(&MARK));
-        assert_eq!(decode_decision(&legacy).expect("legacy reads"), decision());
+        assert_eq!(
+            decode_decision(&legacy).expect("version 0 reads"),
+            decision()
+        );
+        let mut v1 = vec![MARK, 1];
+        v1.extend_from_slice(&legacy);
+        assert_eq!(decode_decision(&v1).expect("version 1 reads"), decision());
         let current = encode_decision(&decision());
         assert_eq!(current[..2], [MARK, VERSION]);
         assert_eq!(
             decode_decision(&current).expect("current reads"),
             decision()
+        );
+        let formed = Decision::Form { cluster: 9 };
+        assert_eq!(
+            decode_decision(&encode_decision(&formed)).ok(),
+            Some(formed)
         );
     }
 

@@ -10,6 +10,7 @@ pub mod api;
 mod client;
 mod format;
 mod lease;
+mod legacy;
 mod node;
 mod state_machine;
 

@@ -7,7 +7,7 @@ use tokio::sync::Mutex;
 use viewkv_raft::network::DispatchError;
 use viewkv_raft::{dispatch, Command, NodeId, Raft};
 
-use super::api::{PingReply, ViewReply, PING, STATUS, VIEW};
+use super::api::{PingReply, RecoverReply, RecoverRequest, ViewReply, PING, RECOVER, STATUS, VIEW};
 use super::format::encode_decision;
 use super::lease::{leader_hint, Lease};
 use super::state_machine::StateMachine;
@@ -98,8 +98,14 @@ impl Monitor {
     async fn commit_all(&self, decisions: Vec<Decision>) -> Result<(), ProposeError> {
         for decision in decisions {
             self.propose(&decision).await?;
-            if let Decision::Change { next, .. } = &decision {
-                tracing::info!("view {}", next.summary());
+            match &decision {
+                Decision::Change { next, .. } => tracing::info!("view {}", next.summary()),
+                Decision::Form { cluster } => tracing::info!("formed cluster {cluster:x}"),
+                Decision::Recover { cluster, next, .. } => tracing::warn!(
+                    "operator recovery: cluster {cluster:x}, view {}",
+                    next.summary()
+                ),
+                Decision::Register { .. } | Decision::Forget { .. } => {}
             }
         }
         Ok(())
@@ -118,7 +124,7 @@ impl Monitor {
             );
             *slot = Some(Slot {
                 term,
-                decider: Decider::new(self.timings, &self.sm.table(), now),
+                decider: Decider::new(self.timings, &self.sm.table(), now, rand::random()),
                 stalled: None,
                 confirmed_at: now,
             });
@@ -160,7 +166,56 @@ impl Monitor {
         if self.lease.confirmed_term() != Some(term) {
             return self.not_leader();
         }
-        PingReply::View(self.sm.table().view)
+        let table = self.sm.table();
+        if ping.cluster != 0 && ping.cluster != table.cluster {
+            return PingReply::Foreign {
+                cluster: table.cluster,
+            };
+        }
+        PingReply::View {
+            view: table.view,
+            cluster: table.cluster,
+        }
+    }
+
+    /// Handle an operator's recovery: plan it from the leader's soft state, and commit it if
+    /// the operator accepted the loss.
+    pub async fn recover(&self, request: &RecoverRequest) -> RecoverReply {
+        let not_leader = || RecoverReply::NotLeader {
+            hint: leader_hint(&self.raft)
+                .filter(|(id, _)| *id != self.id)
+                .map(|(_, addr)| addr),
+        };
+        let Some(term) = self.lease.confirmed_term() else {
+            return not_leader();
+        };
+        let mut guard = self.slot.lock().await;
+        if self.lease.confirmed_term() != Some(term) {
+            return not_leader();
+        }
+        let now = Instant::now();
+        let slot = self.slot_for(&mut guard, term, now);
+        let table = self.sm.table();
+        let plan = match slot
+            .decider
+            .recovery(&table, request.primary.as_deref(), now)
+        {
+            Ok(plan) => plan,
+            Err(reason) => return RecoverReply::Refused { reason },
+        };
+        if !request.accept_data_loss {
+            return RecoverReply::Plan {
+                explanation: plan.explanation,
+            };
+        }
+        tracing::warn!("operator recovery: {}", plan.explanation);
+        if self.commit_all(vec![plan.decision]).await.is_err() {
+            return not_leader();
+        }
+        RecoverReply::Done {
+            view: self.sm.table().view,
+            explanation: plan.explanation,
+        }
     }
 
     /// One round of time-driven decisions; run every ping interval.
@@ -205,6 +260,7 @@ impl Monitor {
             leader: leader_hint(&self.raft),
             serving,
             stalled,
+            cluster: table.cluster,
         }
     }
 
@@ -299,6 +355,10 @@ impl Handler for Monitor {
                 self.requests.fetch_add(1, Ordering::Relaxed);
                 bincode_reply(&self.view().await)
             }
+            RECOVER => match decode::<RecoverRequest>(request.body()) {
+                Ok(recover) => bincode_reply(&self.recover(&recover).await),
+                Err(err) => bad_request(err),
+            },
             STATUS => json_reply(&self.status().await),
             _ => match dispatch(&self.raft, &path, request.body()).await {
                 Ok(body) => {

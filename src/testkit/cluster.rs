@@ -259,6 +259,23 @@ impl Cluster {
         self.launch_monitor(id, listener);
     }
 
+    /// Erase the data directory of crashed monitor `id`: a disk lost for good.
+    pub fn wipe_monitor(&mut self, id: u64) {
+        assert!(
+            !self.monitor_running(id),
+            "wipe monitor {id}: crash it first"
+        );
+        let Some(slot) = self.monitors.get(&id) else {
+            panic!("no monitor {id}");
+        };
+        tracing::info!("testkit: wipe monitor {id}");
+        if let Err(err) =
+            std::fs::remove_dir_all(&slot.dir).and_then(|()| std::fs::create_dir_all(&slot.dir))
+        {
+            panic!("wiping {}: {err}", slot.dir.display());
+        }
+    }
+
     /// Whether monitor `id` is up.
     pub fn monitor_running(&self, id: u64) -> bool {
         self.monitors.get(&id).is_some_and(|s| s.running.is_some())

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::{Decision, Member, Ping, ServerId, View, ViewTable};
+use super::{ClusterId, Decision, Member, Ping, ServerId, View, ViewTable};
 
 /// How often servers ping and how many missed pings make a server dead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +62,18 @@ struct Seen {
     last: Instant,
     /// The incarnation it pinged with.
     incarnation: u64,
+    /// The ping itself (`None` for a grace period granted without one): what a recovery
+    /// plans from.
+    ping: Option<Ping>,
+}
+
+/// An operator recovery the leader can commit: the decision, and what it means in words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// The decision to log.
+    pub decision: Decision,
+    /// What it does and what is lost, for the operator.
+    pub explanation: String,
 }
 
 /// Decides the next view. Only the monitor leader holds one; a new leader builds a fresh one, so
@@ -79,6 +91,12 @@ pub struct Decider {
     /// Backups their primary could not replicate to, and until when they are not picked again
     /// (so a server the primary cannot reach does not come straight back).
     shunned: BTreeMap<ServerId, Instant>,
+    /// When this leader took over: a group without a view waits `dead_after` from then before
+    /// making view 1, so servers of a cluster whose monitors lost their state have pinged
+    /// first (and stop it).
+    started: Instant,
+    /// The cluster id to form with, if the table has none yet (random, from the caller).
+    new_cluster: ClusterId,
 }
 
 /// Apply `decision` to the working copy and record it.
@@ -97,15 +115,32 @@ fn restarted(member: Option<&Member>, ping: &Ping, must_have_seen: bool) -> bool
     })
 }
 
+/// Whether `ping` comes from a server of another cluster than `table`'s.
+fn is_foreign(table: &ViewTable, ping: &Ping) -> bool {
+    ping.cluster != 0 && ping.cluster != table.cluster
+}
+
+/// What `viewkv view` tells an operator facing a stall that will not end by itself.
+pub const RECOVER_HINT: &str = "if it will not come back, `viewkv recover --accept-data-loss` \
+     makes a live server primary (`viewkv recover` first says what would be lost)";
+
 impl Decider {
     /// A decider for a leader that just took over `table` at `now`. Every known server is treated
     /// as just heard from: a grace period of `dead_pings` intervals before anyone is declared dead.
-    pub fn new(timings: Timings, table: &ViewTable, now: Instant) -> Decider {
+    /// If the table has no cluster id yet, the first decision forms the cluster as `new_cluster`.
+    pub fn new(
+        timings: Timings,
+        table: &ViewTable,
+        now: Instant,
+        new_cluster: ClusterId,
+    ) -> Decider {
         let mut decider = Decider {
             timings,
             seen: BTreeMap::new(),
             demoted: BTreeSet::new(),
             shunned: BTreeMap::new(),
+            started: now,
+            new_cluster: new_cluster.max(1),
         };
         decider.grant_grace(table, now);
         decider
@@ -117,6 +152,7 @@ impl Decider {
             self.seen.entry(id.clone()).or_insert(Seen {
                 last: now,
                 incarnation: info.incarnation,
+                ping: None,
             });
         }
     }
@@ -126,6 +162,19 @@ impl Decider {
     pub fn ping(&mut self, table: &ViewTable, ping: &Ping, now: Instant) -> Vec<Decision> {
         let mut state = table.clone();
         let mut out = Vec::new();
+        self.form(&mut state, &mut out);
+        if is_foreign(&state, ping) {
+            // Heard (a recovery may adopt it), never registered or put into a view.
+            self.seen.insert(
+                ping.id.clone(),
+                Seen {
+                    last: now,
+                    incarnation: ping.incarnation,
+                    ping: Some(ping.clone()),
+                },
+            );
+            return out;
+        }
         let info = super::ServerInfo {
             addr: ping.addr.clone(),
             incarnation: ping.incarnation,
@@ -139,6 +188,7 @@ impl Decider {
             Seen {
                 last: now,
                 incarnation: ping.incarnation,
+                ping: Some(ping.clone()),
             },
         );
         let view = state.view.clone();
@@ -148,6 +198,13 @@ impl Decider {
             self.demoted.insert(ping.id.clone());
         }
         if view.num == 0 {
+            if now.saturating_duration_since(self.started) < self.timings.dead_after()
+                || self.foreign(&state, now).next().is_some()
+            {
+                // Servers of a cluster whose monitors lost their state would have pinged by
+                // now; while any does, only `viewkv recover` makes a view.
+                return out;
+            }
             let next = View {
                 num: 1,
                 primary: state.member(&ping.id),
@@ -181,6 +238,7 @@ impl Decider {
     pub fn tick(&mut self, table: &ViewTable, now: Instant) -> Vec<Decision> {
         let mut state = table.clone();
         let mut out = Vec::new();
+        self.form(&mut state, &mut out);
         if let Some(change) = self.next_view(&state, now) {
             push(&mut state, &mut out, change);
         }
@@ -201,9 +259,45 @@ impl Decider {
         out
     }
 
+    /// Form the cluster (its first decision) if the table has no id yet.
+    fn form(&self, state: &mut ViewTable, out: &mut Vec<Decision>) {
+        if state.cluster == 0 {
+            let cluster = self.new_cluster;
+            push(state, out, Decision::Form { cluster });
+        }
+    }
+
+    /// The live servers of another cluster pinging us, with their last pings.
+    fn foreign<'a>(
+        &'a self,
+        table: &'a ViewTable,
+        now: Instant,
+    ) -> impl Iterator<Item = &'a Ping> + 'a {
+        self.live_pings(now).filter(|p| is_foreign(table, p))
+    }
+
+    /// The last pings of every server heard from within `dead_pings` intervals.
+    fn live_pings(&self, now: Instant) -> impl Iterator<Item = &Ping> + '_ {
+        let dead_after = self.timings.dead_after();
+        self.seen
+            .values()
+            .filter(move |s| now.saturating_duration_since(s.last) < dead_after)
+            .filter_map(|s| s.ping.as_ref())
+    }
+
     /// Why the service cannot make progress right now, if it cannot: for logs and `viewkv view`.
     pub fn stalled(&self, table: &ViewTable, now: Instant) -> Option<String> {
         let view = &table.view;
+        if let Some(ping) = self.foreign(table, now).max_by_key(|p| p.viewnum) {
+            if view.num == 0 {
+                return Some(format!(
+                    "kv servers of cluster {:x} (view {}, e.g. {}) ping this monitor group, which \
+                     has no record of them: the monitors lost their state. No new view is made \
+                     while they ping; `viewkv recover --accept-data-loss` adopts their view",
+                    ping.cluster, ping.viewnum, ping.id
+                ));
+            }
+        }
         let primary = view.primary.as_ref()?;
         if !view.acked {
             return Some(format!(
@@ -219,9 +313,121 @@ impl Decider {
             return None;
         }
         Some(format!(
-            "primary {} is dead and no backup holds the data: waiting for it to come back",
+            "primary {} is dead and no backup holds the data: waiting for it to come back; \
+             {RECOVER_HINT}",
             primary.id
         ))
+    }
+
+    /// Plan an operator recovery at `now`: `primary` (default: the live server holding the most
+    /// recent state) becomes primary of a new view marked `recovered`. Refused unless the
+    /// service is stalled or servers of another cluster ping a group without a view (the
+    /// monitors lost their state: their cluster id and view are adopted).
+    pub fn recovery(
+        &self,
+        table: &ViewTable,
+        primary: Option<&str>,
+        now: Instant,
+    ) -> Result<Recovery, String> {
+        let foreign: Vec<&Ping> = self.foreign(table, now).collect();
+        let adopting = table.view.num == 0 && !foreign.is_empty();
+        let (cluster, candidates): (ClusterId, Vec<&Ping>) = if adopting {
+            let newest = foreign.iter().max_by_key(|p| p.viewnum).copied();
+            let cluster = newest.map_or(table.cluster, |p| p.cluster);
+            let of_it = foreign.into_iter().filter(|p| p.cluster == cluster);
+            (cluster, of_it.collect())
+        } else {
+            if self.stalled(table, now).is_none() {
+                return Err(format!(
+                    "the service is not stalled (view {}); recover is only for a service that \
+                     cannot make progress by itself",
+                    table.view.summary()
+                ));
+            }
+            if let Some(primary) = table.view.primary.as_ref() {
+                if self.holds_role(primary, now) {
+                    return Err(format!(
+                        "primary {} of view {} is alive: the service waits for it, and a second \
+                         primary beside it could answer from a different state",
+                        primary.id, table.view.num
+                    ));
+                }
+            }
+            let ours = self.live_pings(now).filter(|p| !is_foreign(table, p));
+            (table.cluster, ours.collect())
+        };
+        let names = || {
+            let ids: Vec<&str> = candidates.iter().map(|p| p.id.as_str()).collect();
+            if ids.is_empty() {
+                "none".to_string()
+            } else {
+                ids.join(", ")
+            }
+        };
+        let chosen = match primary {
+            Some(id) => candidates
+                .iter()
+                .find(|p| p.id == id)
+                .copied()
+                .ok_or_else(|| format!("{id} is not a live kv server here (live: {})", names()))?,
+            None => candidates
+                .iter()
+                .filter(|p| p.holds_state)
+                .max_by_key(|p| p.viewnum)
+                .or_else(|| candidates.first())
+                .copied()
+                .ok_or("no live kv server pings the monitors: start one, then recover")?,
+        };
+        let newest = candidates.iter().map(|p| p.viewnum).max().unwrap_or(0);
+        let next = View {
+            num: table.view.num.max(newest) + 1,
+            primary: Some(Member {
+                id: chosen.id.clone(),
+                addr: chosen.addr.clone(),
+                incarnation: chosen.incarnation,
+            }),
+            backup: None,
+            acked: false,
+            backup_ready: false,
+            recovered: true,
+        };
+        let dead = table
+            .view
+            .primary
+            .as_ref()
+            .map_or("the dead primary".to_string(), |p| {
+                format!("primary {}", p.id)
+            });
+        let mut explanation = if adopting {
+            format!(
+                "adopt cluster {cluster:x}: its servers pinged with view {newest}; {} becomes \
+                 primary of view {}. ",
+                chosen.id, next.num
+            )
+        } else {
+            format!("{} becomes primary of view {}. ", chosen.id, next.num)
+        };
+        explanation.push_str(&if chosen.holds_state {
+            format!(
+                "It keeps the state it holds as of view {}; writes only {dead} held (applied \
+                 there after {} last received them) are lost.",
+                chosen.viewnum, chosen.id
+            )
+        } else {
+            format!(
+                "It holds none of the service's state: the service starts EMPTY and every key is \
+                 lost (live servers: {}).",
+                names()
+            )
+        });
+        Ok(Recovery {
+            decision: Decision::Recover {
+                prev: table.view.clone(),
+                cluster,
+                next,
+            },
+            explanation,
+        })
     }
 
     /// Whether `id` pinged within the last `dead_pings` intervals.
@@ -284,6 +490,7 @@ impl Decider {
             backup: new_backup,
             acked: false,
             backup_ready: false,
+            recovered: false,
         };
         Some(Decision::Change {
             prev: view.clone(),

@@ -9,13 +9,17 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use decider::{Decider, Timings};
+pub use decider::{Decider, Recovery, Timings};
 pub use table::{Decision, ServerInfo, ViewTable};
 
 use serde::{Deserialize, Serialize};
 
 /// A kv server's stable name (by default its advertised address).
 pub type ServerId = String;
+
+/// Names one viewkv cluster: chosen at random by its monitor group's first decision, kept in its
+/// Raft state, remembered by its kv servers and clients. 0: none yet.
+pub type ClusterId = u64;
 
 /// A kv server as a view names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -43,6 +47,9 @@ pub struct View {
     /// The primary reported that the backup holds its full state: only then may the backup be
     /// promoted (rule 7).
     pub backup_ready: bool,
+    /// An operator made this view (`viewkv recover --accept-data-loss`): its primary serves the
+    /// state it holds, or — holding none — starts the service empty.
+    pub recovered: bool,
 }
 
 impl View {
@@ -81,6 +88,12 @@ pub struct Ping {
     /// succeed, or a link down between two servers the monitors both hear from, would
     /// otherwise stall the service forever).
     pub backup_failed: bool,
+    /// The cluster whose views the server follows (0 until it has followed one): a monitor
+    /// group of another cluster refuses its pings.
+    pub cluster: ClusterId,
+    /// Whether the server holds the service's state as of view `viewnum` (a primary, or a
+    /// backup that installed its primary's state): what `viewkv recover` looks for.
+    pub holds_state: bool,
 }
 
 impl View {
@@ -88,7 +101,7 @@ impl View {
     pub fn summary(&self) -> String {
         let name = |m: &Option<Member>| m.as_ref().map_or("-".to_string(), |m| m.id.clone());
         format!(
-            "{} primary={} backup={}{}{}",
+            "{} primary={} backup={}{}{}{}",
             self.num,
             name(&self.primary),
             name(&self.backup),
@@ -97,7 +110,8 @@ impl View {
                 " backup-syncing"
             } else {
                 ""
-            }
+            },
+            if self.recovered { " recovered" } else { "" }
         )
     }
 
@@ -110,6 +124,7 @@ impl View {
             "backup": self.backup.as_ref().map(|m| &m.id),
             "acked": self.acked,
             "backup_ready": self.backup_ready,
+            "recovered": self.recovered,
         })
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Member, ServerId, View};
+use super::{ClusterId, Member, ServerId, View};
 
 /// A registered kv server: enough to put it into a view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +30,22 @@ pub enum Decision {
         /// The server's name.
         id: ServerId,
     },
+    /// The group's first decision: the cluster id it will be known by.
+    Form {
+        /// A random id.
+        cluster: ClusterId,
+    },
+    /// An operator's recovery (`viewkv recover --accept-data-loss`), if the view is still
+    /// `prev`: the cluster id becomes `cluster` (the surviving servers' own, when the monitors
+    /// lost their state) and the view `next`.
+    Recover {
+        /// The view the recovery was planned from.
+        prev: View,
+        /// The cluster id from now on.
+        cluster: ClusterId,
+        /// The view that replaces it (marked `recovered`).
+        next: View,
+    },
     /// Replace the view, but only if it is still `prev`. Comparing first makes a decision taken
     /// by a deposed leader on stale state harmless: it is applied as a no-op.
     Change {
@@ -43,6 +59,8 @@ pub enum Decision {
 /// The monitor's replicated state: the current view and the registry of known servers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewTable {
+    /// The cluster id (0 until the group's first decision).
+    pub cluster: ClusterId,
     /// The current view.
     pub view: View,
     /// Every server the monitor knows of (id → address, incarnation). A new leader gives each
@@ -59,6 +77,25 @@ impl ViewTable {
             }
             Decision::Forget { id } => {
                 !self.view.has_member(id) && self.servers.remove(id).is_some()
+            }
+            Decision::Form { cluster } => {
+                let formed = self.cluster == 0;
+                if formed {
+                    self.cluster = *cluster;
+                }
+                formed
+            }
+            Decision::Recover {
+                prev,
+                cluster,
+                next,
+            } => {
+                let applies = &self.view == prev;
+                if applies {
+                    self.cluster = *cluster;
+                    self.view = next.clone();
+                }
+                applies
             }
             Decision::Change { prev, next } => {
                 if &self.view == prev && next != prev {

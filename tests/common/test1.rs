@@ -32,6 +32,8 @@ impl Scripted {
             viewnum,
             backup_synced: viewnum > 0,
             backup_failed: false,
+            cluster: 0,
+            holds_state: false,
         }
     }
 }

@@ -17,7 +17,7 @@ pub use primary::{DumpSnapshot, NextStep, Stop, Submit};
 use super::api::Entry;
 use super::store::{Limits, Store};
 use crate::net::Gauge;
-use crate::view::{Member, Ping, Timings, View};
+use crate::view::{ClusterId, Member, Ping, Timings, View};
 use backup::Staging;
 
 /// What a server is configured with (its own settings; the service's limits come with the
@@ -134,6 +134,9 @@ pub struct Replica {
     holds_state: bool,
     /// What waiting client requests watch.
     progress: Progress,
+    /// The cluster whose views we follow: the first one answering us, then only it (0 until
+    /// then).
+    cluster: ClusterId,
 }
 
 impl Replica {
@@ -148,6 +151,7 @@ impl Replica {
             index: 0,
             holds_state: false,
             progress: Progress::default(),
+            cluster: 0,
         }
     }
 
@@ -186,6 +190,59 @@ impl Replica {
         &self.settings
     }
 
+    /// The cluster we follow (0: none yet).
+    pub fn cluster(&self) -> ClusterId {
+        self.cluster
+    }
+
+    /// A ping answered by the monitors of `cluster` with `view`: followed if it is our cluster
+    /// (or we have none yet), else ignored.
+    pub fn on_ping_reply(&mut self, cluster: ClusterId, view: View, now: Instant) -> Vec<Effect> {
+        if self.cluster == 0 {
+            self.cluster = cluster;
+        }
+        if cluster != self.cluster {
+            tracing::error!(
+                "{}: monitors of cluster {cluster:x} answered, but this server follows cluster {:x}; \
+                 ignoring their view",
+                self.me.id,
+                self.cluster
+            );
+            return Vec::new();
+        }
+        self.on_view(view, now)
+    }
+
+    /// The monitors (of cluster `theirs`) refused our ping as another cluster's. A server that
+    /// holds no state forgets its cluster, so its next ping joins theirs; one that holds the
+    /// state keeps it for an operator's `viewkv recover`.
+    pub fn on_foreign(&mut self, theirs: ClusterId) -> Vec<Effect> {
+        if self.holds_state {
+            tracing::error!(
+                "{}: the monitors are of cluster {theirs:x}, not {:x}, whose state this server \
+                 holds (view {}); waiting for `viewkv recover`",
+                self.me.id,
+                self.cluster,
+                self.view.num
+            );
+        } else {
+            tracing::warn!(
+                "{}: the monitors are of cluster {theirs:x}; holding no state, this server \
+                 joins it",
+                self.me.id
+            );
+            self.cluster = 0;
+            self.view = View::default();
+            self.store = Store::new(self.settings.limits);
+            self.index = 0;
+            self.progress.confirmed = 0;
+            self.progress.epoch += 1;
+            self.role = Role::Idle;
+            return vec![Effect::StopReplication];
+        }
+        Vec::new()
+    }
+
     /// Adopt a view from the monitors at `now` and take the role it gives.
     pub fn on_view(&mut self, view: View, now: Instant) -> Vec<Effect> {
         if view.num < self.view.num {
@@ -200,8 +257,17 @@ impl Replica {
         let was_primary = matches!(self.role, Role::Primary(_));
         self.view = view.clone();
         if view.primary.as_ref() == Some(&self.me) {
-            if view.num == 1 && !self.holds_state {
-                // The first primary starts the service: an empty state under our limits.
+            if (view.num == 1 || view.recovered) && !self.holds_state {
+                // The first primary starts the service: an empty state under our limits. So
+                // does the primary an operator recovered with no state to keep.
+                if view.recovered {
+                    tracing::warn!(
+                        "{}: recovered by an operator as primary of view {} holding no state: \
+                         the service starts empty",
+                        self.me.id,
+                        view.num
+                    );
+                }
                 self.store = Store::new(self.settings.limits);
                 self.index = 0;
                 self.holds_state = true;
@@ -273,6 +339,8 @@ impl Replica {
             viewnum: self.view.num,
             backup_synced: synced,
             backup_failed: failed,
+            cluster: self.cluster,
+            holds_state: self.holds_state,
         }
     }
 

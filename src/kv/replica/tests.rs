@@ -34,6 +34,7 @@ fn view(num: u64, primary: &Member, backup: Option<&Member>) -> View {
         backup: backup.cloned(),
         acked: true,
         backup_ready: false,
+        recovered: false,
     }
 }
 
