@@ -300,6 +300,13 @@ impl Decider {
         }
         let primary = view.primary.as_ref()?;
         if !view.acked {
+            if !self.holds_role(primary, now) {
+                return Some(format!(
+                    "primary {} is dead and never acknowledged view {}: waiting for it to come \
+                     back; {RECOVER_HINT}",
+                    primary.id, view.num
+                ));
+            }
             return Some(format!(
                 "waiting for primary {} to acknowledge view {}",
                 primary.id, view.num

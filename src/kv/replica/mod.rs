@@ -468,6 +468,7 @@ impl Replica {
             "addr": self.me.addr,
             "incarnation": self.me.incarnation,
             "role": role,
+            "cluster": format!("{:x}", self.cluster),
             "view": self.view.to_json(),
             "keys": self.store.data().len(),
             "bytes": self.store.data().bytes(),

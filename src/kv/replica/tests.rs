@@ -514,3 +514,73 @@ fn a_promoted_backup_serves_from_the_transferred_state() {
     );
     assert_eq!(pair.b.index(), 2);
 }
+
+#[test]
+fn a_server_follows_only_the_cluster_that_answered_it_first() {
+    let me = member("s", 1);
+    let now = Instant::now();
+    let mut s = Replica::new(me.clone(), settings(1));
+    assert_eq!(s.ping(now).cluster, 0);
+    s.on_ping_reply(7, view(1, &me, None), now);
+    assert_eq!((s.cluster(), s.view().num), (7, 1));
+    let ping = s.ping(now);
+    assert_eq!((ping.cluster, ping.holds_state), (7, true));
+    // Monitors of another cluster answering with a newer view are not followed.
+    let other = member("o", 9);
+    assert!(s.on_ping_reply(8, view(5, &other, None), now).is_empty());
+    assert_eq!((s.cluster(), s.view().num), (7, 1));
+}
+
+#[test]
+fn a_foreign_refusal_resets_a_server_without_state_and_spares_one_holding_it() {
+    let mut pair = Pair::new(2);
+    pair.p.on_ping_reply(7, pair.view.clone(), pair.now);
+    pair.b.on_ping_reply(7, pair.view.clone(), pair.now);
+    assert!(matches!(
+        pair.write(put(1, 1, "k", "v")),
+        Submit::Wait { .. }
+    ));
+    // The backup has not installed the state: it holds nothing, and joins the other cluster.
+    pair.b.on_foreign(8);
+    assert_eq!((pair.b.cluster(), pair.b.view().num), (0, 0));
+    assert!(matches!(pair.b.role(), Role::Idle));
+    // The primary holds the state: it keeps it, and its cluster, for an operator.
+    pair.p.on_foreign(8);
+    assert_eq!((pair.p.cluster(), pair.p.view().num), (7, 2));
+    assert_eq!(pair.p.store().data().get(b"k"), Some(&b"v"[..]));
+}
+
+#[test]
+fn a_recovered_view_keeps_the_state_a_server_holds_or_starts_one_empty() {
+    let mut pair = Pair::new(1);
+    pair.transfer();
+    assert!(matches!(
+        pair.write(put(1, 1, "k", "v")),
+        Submit::Wait { .. }
+    ));
+    pair.pump();
+    let (pm, bm) = (pair.p.me().clone(), pair.b.me().clone());
+    // The backup installed the state: made primary by a recovery, it serves it.
+    let mut recovered = view(3, &bm, None);
+    recovered.recovered = true;
+    recovered.acked = false;
+    pair.b.on_view(recovered, pair.now);
+    let read = reply_of(pair.b.on_request(get("k"), pair.now, T0_WALL));
+    assert_eq!(read, Reply::Ok(Some(b"v".to_vec())));
+    // An idle server made primary by a recovery starts the service empty and serves.
+    let mut idle = Replica::new(member("i", 5), settings(1));
+    idle.on_view(view(2, &pm, Some(&bm)), pair.now);
+    let mut empty = view(3, &member("i", 5), None);
+    empty.recovered = true;
+    idle.on_view(empty, pair.now);
+    let read = reply_of(idle.on_request(get("k"), pair.now, T0_WALL));
+    assert_eq!(read, Reply::Ok(None));
+    // Without the recovery mark, a server holding no state never serves as primary.
+    let mut stranger = Replica::new(member("x", 6), settings(1));
+    stranger.on_view(view(3, &member("x", 6), None), pair.now);
+    let refused = reply_of(stranger.on_request(get("k"), pair.now, T0_WALL));
+    assert!(
+        matches!(refused, Reply::Err(KvError::WrongServer { .. })),
+        "{refused:?}"
+    );
+}
