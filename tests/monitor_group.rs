@@ -346,13 +346,13 @@ async fn malformed_requests_get_a_4xx_and_the_monitor_keeps_running() {
         .await
         .expect("the monitor still answers");
     assert_eq!(status["id"], leader);
-    let view = cluster
-        .monitor_client("after")
-        .ping(&Scripted::new("y", 2).ping(0))
-        .await
-        .expect("pings still work")
-        .into_view()
-        .expect("a view");
+    // Pings still work: y becomes the first primary (once the new group's `dead_after` passed).
+    let after = cluster.monitor_client("after");
+    let view = wait_for("view 1", DEADLINE, || async {
+        let reply = after.ping(&Scripted::new("y", 2).ping(0)).await;
+        reply.ok()?.into_view().filter(|v| v.num > 0)
+    })
+    .await;
     assert_eq!(view.num, 1);
     cluster.shutdown().await;
 }
