@@ -206,6 +206,11 @@ fn up_put_get_kill_9_the_primary_get_again() {
         "a missing key exits 1 and prints nothing"
     );
 
+    // Nothing to recover in a healthy service: refused, with the reason.
+    let (code, _, stderr) = viewkv(&["recover", "--accept-data-loss", "--config", cfg]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("cannot recover"), "{stderr}");
+
     // A backup and its restore, through the CLI.
     let dump = dir.path().join("backup.vkv");
     let dump_arg = dump.to_str().expect("a UTF-8 path");
