@@ -20,7 +20,9 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = MonitorClient::new(
-        RpcClient::new("viewkv-cli", None).with_secret(args.monitors.secret()?),
+        RpcClient::new("viewkv-cli", None)
+            .with_secret(args.monitors.secret()?)
+            .with_tls(args.monitors.tls()?.as_ref()),
         args.monitors.resolve()?,
         args.monitors.timeout,
     );
