@@ -150,6 +150,14 @@ async fn plain_http_against_a_tls_listener_is_refused_and_changes_nothing() {
     let mut cluster = tls_cluster(&ca).await;
     let plain = outsider(&cluster, "plain", None);
     every_node_refuses(&cluster, &plain, "a plain client").await;
+    let primary = cluster.view().await.primary.expect("a primary");
+    let reply = put_intruder(&plain, &primary.addr).await;
+    assert!(
+        reply
+            .as_ref()
+            .is_err_and(|err| err.to_string().contains("a TLS listener?")),
+        "a plain client is told TLS may be what it lacks: {reply:?}"
+    );
     let mut library = Client::with_rpc(plain, cluster.monitor_addrs(), cluster.client_options());
     let refused = library.put(b"k", b"intruder").await;
     assert!(refused.is_err(), "a plain library client: {refused:?}");

@@ -231,7 +231,13 @@ impl RpcClient {
                     reason: format!("bad address: {err}"),
                 })?;
         let response = self.http.request(request).await.map_err(|err| {
-            let reason = with_causes(&err);
+            let mut reason = with_causes(&err);
+            if matches!(self.http, Pool::Plain(_)) && answered_garbage(&err) {
+                reason.push_str(
+                    " (a TLS listener? then give --tls-ca, and --tls-cert/--tls-key if it \
+                     requires client certificates)",
+                );
+            }
             if err.is_connect() {
                 RpcError::Unreachable {
                     addr: addr.to_string(),
@@ -300,6 +306,22 @@ impl viewkv_raft::Transport for RpcClient {
                 other => viewkv_raft::TransportError::Failed(other.to_string()),
             })
     }
+}
+
+/// Whether `err` says the server answered with something that is not HTTP, which is what a
+/// TLS listener's alert looks like to a plain-HTTP client.
+fn answered_garbage(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(inner) = cause {
+        if inner
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
 }
 
 /// `err` and what caused it, outermost first: hyper's own message ("client error (Connect)")
