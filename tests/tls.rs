@@ -300,7 +300,7 @@ fn unusable_tls_files_are_named_in_a_clear_error() {
     })
     .to_string();
     assert!(
-        text.contains("cannot be used together") && text.contains(&shown(&other.key)),
+        text.contains("does not belong to the certificate") && text.contains(&shown(&other.key)),
         "{text}"
     );
 

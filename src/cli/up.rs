@@ -89,6 +89,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     config_args.extend(["--secret-file".into(), secret_path.display().to_string()]);
     let tls_files = super::tls_files(&file);
     let tls = super::tls(&file)?;
+    if let Some(tls) = &tls {
+        // Every child listens: refuse here, once, what each would refuse.
+        tls.acceptor()?;
+    }
     let tls_args: Vec<String> = [
         ("--tls-cert", &tls_files.cert),
         ("--tls-key", &tls_files.key),

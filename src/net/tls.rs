@@ -40,14 +40,14 @@ impl TlsFiles {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read the TLS {what} file {path}: {source}")]
+    #[error("cannot read the TLS {what} file {path}: {reason}")]
     Read {
         /// Which file: certificate, key or CA.
         what: &'static str,
         /// The file.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (not a `source`: the message shows it once, and `{:#}` would show it twice).
+        reason: std::io::Error,
     },
     /// A file holds no usable PEM of the kind wanted.
     #[error("the TLS {what} file {path} {why}")]
@@ -65,13 +65,21 @@ pub enum TlsError {
     /// A listener needs a certificate and key to serve TLS.
     #[error("a TLS listener needs --tls-cert and --tls-key")]
     NoListenerCert,
-    /// rustls refused the combination (e.g. a key that does not match the certificate).
-    #[error("the TLS files cannot be used together ({files}): {source}")]
+    /// The key is not the certificate's.
+    #[error("the TLS key {key} does not belong to the certificate {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+    },
+    /// rustls refused the combination.
+    #[error("the TLS files cannot be used together ({files}): {reason}")]
     Config {
         /// The files involved.
         files: String,
-        /// rustls's reason.
-        source: rustls::Error,
+        /// rustls's reason (shown in the message, so not a `source`).
+        reason: rustls::Error,
     },
 }
 
@@ -82,16 +90,13 @@ pub struct Tls {
     server: Option<Arc<ServerConfig>>,
     /// What every outbound call connects with.
     client: Arc<ClientConfig>,
-    /// Whether listeners require client certificates (a CA was given).
-    mutual: bool,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
             .field("listener", &self.server.is_some())
-            .field("mutual", &self.mutual)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -123,9 +128,19 @@ impl Tls {
             },
         };
         let shown = describe(files);
-        let refused = |source| TlsError::Config {
-            files: shown.clone(),
-            source,
+        let refused = |reason| match (reason, &files.cert, &files.key) {
+            (
+                rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch),
+                Some(cert),
+                Some(key),
+            ) => TlsError::KeyMismatch {
+                cert: cert.display().to_string(),
+                key: key.display().to_string(),
+            },
+            (reason, _, _) => TlsError::Config {
+                files: shown.clone(),
+                reason,
+            },
         };
         let server = match &identity {
             Some((certs, key)) => Some(Arc::new(
@@ -145,7 +160,6 @@ impl Tls {
         Ok(Tls {
             server,
             client: Arc::new(client),
-            mutual: files.ca.is_some(),
         })
     }
 
@@ -155,11 +169,6 @@ impl Tls {
             Some(config) => Ok(TlsAcceptor::from(config.clone())),
             None => Err(TlsError::NoListenerCert),
         }
-    }
-
-    /// Whether listeners require a client certificate signed by the CA.
-    pub fn is_mutual(&self) -> bool {
-        self.mutual
     }
 
     /// What outbound calls connect with.
@@ -206,10 +215,10 @@ fn describe(files: &TlsFiles) -> String {
 }
 
 fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|reason| TlsError::Read {
         what,
         path: path.display().to_string(),
-        source,
+        reason,
     })
 }
 
