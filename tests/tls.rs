@@ -144,6 +144,41 @@ async fn the_whole_cluster_runs_over_mutual_tls_through_a_failover() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_group_over_mutual_tls_replaces_a_crashed_leader_which_rejoins() {
+    testkit::init_tracing();
+    let ca = TestCa::new("cluster");
+    let mut cluster = tls_cluster(&ca).await;
+    let leader = cluster.wait_leader(DEADLINE).await;
+    cluster.crash_monitor(leader).await;
+    let next = cluster.wait_leader(DEADLINE).await;
+    assert_ne!(next, leader, "the crashed monitor still leads");
+    let mut client = cluster.client();
+    client
+        .put(b"k", b"under a new leader")
+        .await
+        .expect("a put");
+    cluster.restart_monitor(leader).await;
+    testkit::wait_for(
+        "the restarted monitor to catch up over TLS",
+        DEADLINE,
+        || {
+            let cluster = &cluster;
+            async move {
+                let restarted = cluster.monitor_status(leader).await?;
+                let serving = cluster.monitor_status(next).await?;
+                (restarted["last_applied"] == serving["last_applied"]).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        client.get(b"k").await.expect("a get"),
+        Some(b"under a new leader".to_vec())
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_against_a_tls_listener_is_refused_and_changes_nothing() {
     testkit::init_tracing();
     let ca = TestCa::new("cluster");
