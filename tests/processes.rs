@@ -1,6 +1,7 @@
 //! The built `viewkv` binary as real processes: `kill -9` of the monitor leader, the README's
 //! walkthrough (`viewkv up`, put, get, `kill -9` of the primary, get), a primary frozen with a
-//! retry queued, and stopped monitors (a hang, not a refusal) replacing no live server.
+//! retry queued, stopped monitors (a hang, not a refusal) replacing no live server, and a
+//! `viewkv up` over mutual TLS serving only commands given a certificate of its CA.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
