@@ -31,6 +31,13 @@ pub struct ClusterFile {
     pub min_copies: Option<u32>,
     /// A file holding the cluster secret every RPC must prove (`--secret-file` wins).
     pub secret_file: Option<PathBuf>,
+    /// This node's (or client's) TLS certificate chain, PEM (`--tls-cert` wins).
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert`, PEM (`--tls-key` wins).
+    pub tls_key: Option<PathBuf>,
+    /// The CA that signs every node's certificate; given, listeners require client
+    /// certificates it signed (`--tls-ca` wins).
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// One monitor node.

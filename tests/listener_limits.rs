@@ -11,9 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 use viewkv::net::{
-    json_reply, serve, Handler, HttpRequest, HttpResponse, RpcClient, RpcError, Secret, ServeLimits,
+    json_reply, serve, Handler, HttpRequest, HttpResponse, RpcClient, RpcError, Secret,
+    ServeLimits, TlsAcceptor,
 };
-use viewkv::testkit::wait_for;
+use viewkv::testkit::{wait_for, TestCa};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -39,13 +40,14 @@ impl Handler for Echo {
 
 /// A listener serving `Echo` within `limits` until the returned sender is dropped.
 async fn start(limits: ServeLimits) -> (String, Arc<Echo>, oneshot::Sender<()>) {
-    start_with(limits, None).await
+    start_with(limits, None, None).await
 }
 
-/// The same, requiring `secret`.
+/// The same, requiring `secret`, over TLS if given `tls`.
 async fn start_with(
     limits: ServeLimits,
     secret: Option<Secret>,
+    tls: Option<TlsAcceptor>,
 ) -> (String, Arc<Echo>, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("an address").to_string();
@@ -59,6 +61,7 @@ async fn start_with(
         },
         limits,
         secret,
+        tls,
     ));
     (addr, echo, stop)
 }
@@ -148,6 +151,40 @@ async fn headers_that_trickle_in_get_the_connection_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_never_ends_is_closed_and_frees_its_slot() {
+    let ca = TestCa::new("limits");
+    let tls = ca.tls("node");
+    let acceptor = tls.acceptor().expect("a listener's TLS");
+    let (addr, _, _stop) = start_with(
+        ServeLimits {
+            header_timeout: Duration::from_millis(300),
+            max_connections: 1,
+            ..limits()
+        },
+        None,
+        Some(acceptor),
+    )
+    .await;
+    // The start of a TLS record, then nothing: the handshake never ends.
+    let (_, code) = send(&addr, &[0x16, 0x03, 0x01]).await;
+    assert_eq!(code, None, "a handshake that never ended got an answer");
+    let client = RpcClient::new("tls-client", None).with_tls(Some(&tls));
+    let reply = wait_for(
+        "the only slot to serve a real TLS client",
+        DEADLINE,
+        || async {
+            client
+                .call_raw(&addr, "/", b"abc".to_vec(), DEADLINE)
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let reply: serde_json::Value = serde_json::from_slice(&reply).expect("JSON");
+    assert_eq!(reply["len"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_trickles_in_gets_408() {
     let (addr, _, _stop) = start(ServeLimits {
         body_timeout: Duration::from_millis(300),
@@ -193,7 +230,7 @@ async fn bodies_over_the_budget_get_503_until_the_held_ones_are_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_requests_that_prove_the_secret_are_served_and_status_stays_open() {
     let secret = Secret::new("a-test-secret-of-some-length").expect("a secret");
-    let (addr, echo, _stop) = start_with(limits(), Some(secret.clone())).await;
+    let (addr, echo, _stop) = start_with(limits(), Some(secret.clone()), None).await;
     let (_, code) = send(&addr, &post("/hold", 10)).await;
     assert_eq!(code, Some(401), "no Authorization header");
     let wrong = b"POST /hold HTTP/1.1\r\nhost: x\r\nauthorization: Bearer a-test-secret-of-some-lengtH\r\ncontent-length: 0\r\n\r\n";

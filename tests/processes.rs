@@ -1,6 +1,7 @@
 //! The built `viewkv` binary as real processes: `kill -9` of the monitor leader, the README's
 //! walkthrough (`viewkv up`, put, get, `kill -9` of the primary, get), a primary frozen with a
-//! retry queued, and stopped monitors (a hang, not a refusal) replacing no live server.
+//! retry queued, stopped monitors (a hang, not a refusal) replacing no live server, and a
+//! `viewkv up` over mutual TLS serving only commands given a certificate of its CA.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -451,5 +452,135 @@ fn with_no_cluster_running_the_cli_says_so_and_names_the_addresses() {
             );
         }
         assert!(!stderr.contains("may or may not"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn up_over_mutual_tls_serves_only_commands_given_a_certificate_of_its_ca() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ca = viewkv::testkit::TestCa::new("cli");
+    let node = ca.issue("node");
+    let user = ca.issue("user");
+    let path = |p: &Option<std::path::PathBuf>| match p {
+        Some(p) => p.display().to_string(),
+        None => panic!("an issued file"),
+    };
+    let monitors: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let servers: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let secret_path = dir.path().join("secret");
+    let mut config = format!(
+        "secret_file = {:?}\ntls_cert = {:?}\ntls_key = {:?}\ntls_ca = {:?}\n",
+        secret_path.display().to_string(),
+        path(&node.cert),
+        path(&node.key),
+        path(&node.ca),
+    );
+    for (i, addr) in monitors.iter().enumerate() {
+        config.push_str(&format!("[[monitor]]\nid = {}\naddr = \"{addr}\"\n", i + 1));
+    }
+    for addr in &servers {
+        config.push_str(&format!("[[server]]\naddr = \"{addr}\"\n"));
+    }
+    let config_path = dir.path().join("cluster.toml");
+    std::fs::write(&config_path, config).expect("the cluster file");
+    let cfg = config_path.to_str().expect("a UTF-8 path");
+    let out_path = dir.path().join("up.out");
+    let up = Command::new(EXE)
+        .args(["up", "--config", cfg, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("an output file"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("viewkv up starts");
+    let up_pid = up.id();
+    let _up = Killed(up);
+
+    // The cluster file's TLS files serve the CLI as they serve the nodes.
+    let (code, stdout, stderr) = wait_for("a first put over TLS", || {
+        let result = viewkv(&["put", "--config", cfg, "hello", "world"]);
+        (result.0 == 0).then_some(result)
+    });
+    assert_eq!((code, stdout.trim()), (0, "OK"), "{stderr}");
+    let printed = std::fs::read_to_string(&out_path).expect("up's output");
+    assert!(
+        printed.contains("--tls-ca"),
+        "up shows how to reach it: {printed}"
+    );
+
+    let list = monitors.join(",");
+    let secret = secret_path.display().to_string();
+    let plain = [
+        "get",
+        "--monitors",
+        &list,
+        "--secret-file",
+        &secret,
+        "hello",
+    ];
+    let (code, stdout, stderr) = viewkv(&plain);
+    assert!(
+        code != 0 && stdout.is_empty() && stderr.contains("a TLS listener?"),
+        "a get without TLS fails and says TLS may be missing: {code} {stdout} {stderr}"
+    );
+    let (user_cert, user_key, ca_file) = (path(&user.cert), path(&user.key), path(&user.ca));
+    let (code, stdout, stderr) = viewkv(&[
+        "get",
+        "--monitors",
+        &list,
+        "--secret-file",
+        &secret,
+        "--tls-cert",
+        &user_cert,
+        "--tls-key",
+        &user_key,
+        "--tls-ca",
+        &ca_file,
+        "hello",
+    ]);
+    assert_eq!((code, stdout.as_str()), (0, "world\n"), "{stderr}");
+    let out = Command::new(EXE)
+        .args(["view", "--json", "--monitors", &list])
+        .env("VIEWKV_SECRET_FILE", &secret)
+        .env("VIEWKV_TLS_CERT", &user_cert)
+        .env("VIEWKV_TLS_KEY", &user_key)
+        .env("VIEWKV_TLS_CA", &ca_file)
+        .output()
+        .expect("viewkv runs");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the view as JSON, over TLS set by env");
+    assert!(doc["view"]["num"].as_u64() > Some(0), "{doc}");
+
+    // A file that is not there is named, not a panic.
+    let missing = dir.path().join("no-such-key.pem");
+    let missing_text = missing.display().to_string();
+    let (code, _, stderr) = viewkv(&[
+        "get",
+        "--monitors",
+        &list,
+        "--tls-cert",
+        &user_cert,
+        "--tls-key",
+        &missing_text,
+        "hello",
+    ]);
+    assert!(
+        code != 0 && stderr.contains(&missing_text) && !stderr.contains("panicked"),
+        "{code} {stderr}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-INT", &up_pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    for addr in monitors.iter().chain(&servers) {
+        wait_for(&format!("{addr} to be released"), || {
+            std::net::TcpListener::bind(addr).ok()
+        });
     }
 }

@@ -45,6 +45,7 @@ async fn start(dir: &Path) -> (String, oneshot::Sender<()>, JoinHandle<()>) {
         },
         raft: RaftTimings::default(),
         secret: None,
+        tls: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let rpc = RpcClient::new(&addr, None);

@@ -18,8 +18,8 @@ pub struct Proc {
 
 impl Proc {
     /// Start `viewkv ARGS...`, with its stderr appended to `log`. A child gets a cluster secret
-    /// only from its arguments, not from this process's `VIEWKV_SECRET_FILE`: the benchmarks'
-    /// clusters are open, and `viewkv up` names its secret file.
+    /// and TLS files only from its arguments, not from this process's `VIEWKV_SECRET_FILE` and
+    /// `VIEWKV_TLS_*`: the benchmarks' clusters are open, and `viewkv up` names its files.
     pub fn spawn(name: &str, args: &[String], log: &Path) -> anyhow::Result<Proc> {
         let exe = std::env::current_exe().context("cannot find the viewkv executable")?;
         let log_file = std::fs::OpenOptions::new()
@@ -30,6 +30,9 @@ impl Proc {
         let child = Command::new(exe)
             .args(args)
             .env_remove("VIEWKV_SECRET_FILE")
+            .env_remove("VIEWKV_TLS_CERT")
+            .env_remove("VIEWKV_TLS_KEY")
+            .env_remove("VIEWKV_TLS_CA")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

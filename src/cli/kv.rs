@@ -70,10 +70,11 @@ pub(super) fn client(monitors: &MonitorsArg, deadline: Option<Duration>) -> anyh
             .unwrap_or(defaults.retry_interval),
         rpc_timeout: monitors.timeout,
     };
-    Ok(Client::with_secret(
+    Ok(Client::with_tls(
         monitors.resolve()?,
         options,
         super::secret(&file)?,
+        super::tls(&file)?.as_ref(),
     ))
 }
 

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use viewkv::config::ClusterFile;
-use viewkv::net::Secret;
+use viewkv::monitor::MonitorClient;
+use viewkv::net::{RpcClient, Secret, Tls, TlsFiles};
 
 /// The monitors a client-side command talks to when neither a flag, a cluster file nor
 /// `VIEWKV_MONITORS` names them.
@@ -41,6 +42,19 @@ pub struct Cli {
     /// `secret_file`; none: the cluster is open to anyone who can reach its ports].
     #[arg(long, global = true, env = "VIEWKV_SECRET_FILE")]
     secret_file: Option<PathBuf>,
+    /// This node's TLS certificate chain (PEM): listeners serve it and calls present it.
+    /// Any `--tls-*` turns TLS on for every listener and call [default: the cluster file's
+    /// `tls_cert`; no TLS file anywhere: plain HTTP].
+    #[arg(long, global = true, env = "VIEWKV_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM) [default: the cluster file's `tls_key`].
+    #[arg(long, global = true, env = "VIEWKV_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The CA (PEM) that peers' certificates must be signed by; given, every listener requires
+    /// a client certificate it signed (mutual TLS) [default: the cluster file's `tls_ca`;
+    /// none: calls trust the public web roots].
+    #[arg(long, global = true, env = "VIEWKV_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// `--secret-file`, once parsed: commands read it through [`secret`].
@@ -59,6 +73,28 @@ pub fn secret(file: &ClusterFile) -> anyhow::Result<Option<Secret>> {
 pub fn secret_path(file: &ClusterFile) -> Option<PathBuf> {
     let flag = SECRET_FILE.get().and_then(Option::as_ref);
     flag.or(file.secret_file.as_ref()).cloned()
+}
+
+/// `--tls-cert`, `--tls-key` and `--tls-ca`, once parsed: commands read them through [`tls`].
+static TLS_FILES: OnceLock<TlsFiles> = OnceLock::new();
+
+/// Where the TLS files are: each flag (or its variable), else the cluster file's key.
+pub fn tls_files(file: &ClusterFile) -> TlsFiles {
+    let flags = TLS_FILES.get().cloned().unwrap_or_default();
+    TlsFiles {
+        cert: flags.cert.or_else(|| file.tls_cert.clone()),
+        key: flags.key.or_else(|| file.tls_key.clone()),
+        ca: flags.ca.or_else(|| file.tls_ca.clone()),
+    }
+}
+
+/// TLS, loaded from [`tls_files`]; none if no file is named.
+pub fn tls(file: &ClusterFile) -> anyhow::Result<Option<Tls>> {
+    let files = tls_files(file);
+    if !files.any() {
+        return Ok(None);
+    }
+    Ok(Some(Tls::load(&files)?))
 }
 
 /// How log lines are written.
@@ -122,6 +158,19 @@ impl MonitorsArg {
         secret(&load(self.config.as_ref())?)
     }
 
+    /// TLS (see [`tls`]), with the cluster file this argument names.
+    pub fn tls(&self) -> anyhow::Result<Option<Tls>> {
+        tls(&load(self.config.as_ref())?)
+    }
+
+    /// A client of the monitor group, proving the secret and speaking TLS as configured.
+    pub fn monitor_client(&self) -> anyhow::Result<MonitorClient> {
+        let rpc = RpcClient::new("viewkv-cli", None)
+            .with_secret(self.secret()?)
+            .with_tls(self.tls()?.as_ref());
+        Ok(MonitorClient::new(rpc, self.resolve()?, self.timeout))
+    }
+
     /// The monitors: the flag, else the cluster file, else `VIEWKV_MONITORS`, else the local
     /// defaults.
     pub fn resolve(&self) -> anyhow::Result<Vec<String>> {
@@ -178,6 +227,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     init_logging(level, cli.log_format);
     let _ = SECRET_FILE.set(cli.secret_file.clone());
+    let _ = TLS_FILES.set(TlsFiles {
+        cert: cli.tls_cert.clone(),
+        key: cli.tls_key.clone(),
+        ca: cli.tls_ca.clone(),
+    });
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Monitor(args) => monitor::run(args).await,

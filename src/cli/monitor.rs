@@ -150,6 +150,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             keep_after_snapshot: raft.keep_after_snapshot,
         },
         secret: super::secret(&file)?,
+        tls: super::tls(&file)?,
     };
     config.timings.validate().map_err(anyhow::Error::msg)?;
     let r = &config.raft;
@@ -161,7 +162,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             r.election_max
         );
     }
-    let rpc = RpcClient::new(&advertised, None).with_secret(config.secret.clone());
+    let rpc = RpcClient::new(&advertised, None)
+        .with_secret(config.secret.clone())
+        .with_tls(config.tls.as_ref());
     viewkv::monitor::run(config, listener, rpc, stop_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,8 +3,6 @@
 use std::process::ExitCode;
 
 use viewkv::monitor::api::{RecoverReply, RecoverRequest};
-use viewkv::monitor::MonitorClient;
-use viewkv::net::RpcClient;
 
 use super::MonitorsArg;
 
@@ -24,11 +22,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = MonitorClient::new(
-        RpcClient::new("viewkv-cli", None).with_secret(args.monitors.secret()?),
-        args.monitors.resolve()?,
-        args.monitors.timeout,
-    );
+    let client = args.monitors.monitor_client()?;
     let request = RecoverRequest {
         accept_data_loss: args.accept_data_loss,
         primary: args.primary,

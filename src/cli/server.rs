@@ -74,6 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(copies) = args.min_copies.or(file.min_copies) {
         config.min_copies = copies;
     }
+    config.tls = super::tls(&file)?;
     config.validate().map_err(anyhow::Error::msg)?;
     if let Some(deadline) = file.client.deadline {
         viewkv::config::check_deadline(deadline, config.limits.session_ttl)
@@ -90,7 +91,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     config.secret = super::secret(&file)?;
-    let rpc = RpcClient::new(&args.listen, None).with_secret(config.secret.clone());
+    let rpc = RpcClient::new(&args.listen, None)
+        .with_secret(config.secret.clone())
+        .with_tls(config.tls.as_ref());
     viewkv::kv::run(config, listener, rpc, stop_signal()).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -87,6 +87,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => Vec::new(),
     };
     config_args.extend(["--secret-file".into(), secret_path.display().to_string()]);
+    let tls_files = super::tls_files(&file);
+    let tls = super::tls(&file)?;
+    if let Some(tls) = &tls {
+        // Every child listens: refuse here, once, what each would refuse.
+        tls.acceptor()?;
+    }
+    let tls_args: Vec<String> = [
+        ("--tls-cert", &tls_files.cert),
+        ("--tls-key", &tls_files.key),
+        ("--tls-ca", &tls_files.ca),
+    ]
+    .iter()
+    .filter_map(|(flag, path)| {
+        path.as_ref()
+            .map(|p| [flag.to_string(), p.display().to_string()])
+    })
+    .flatten()
+    .collect();
+    config_args.extend(tls_args.iter().cloned());
     let mut cluster = LocalCluster::start(peers.clone(), servers.clone(), &dir, &config_args)?;
     println!(
         "viewkv up: {} monitors, {} kv servers (data and logs in {})",
@@ -106,14 +125,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "Every request must prove the cluster secret in {}; in another terminal, try:",
         secret_path.display()
     );
-    println!(
-        "  export VIEWKV_SECRET_FILE={}; viewkv put hello world && viewkv get hello",
-        secret_path.display()
-    );
+    if tls_args.is_empty() {
+        println!(
+            "  export VIEWKV_SECRET_FILE={}; viewkv put hello world && viewkv get hello",
+            secret_path.display()
+        );
+    } else {
+        println!(
+            "  export VIEWKV_SECRET_FILE={}; viewkv {} put hello world && viewkv {} get hello",
+            secret_path.display(),
+            tls_args.join(" "),
+            tls_args.join(" ")
+        );
+    }
     println!("Ctrl-C stops the cluster.");
     let monitor_addrs: Vec<String> = peers.iter().map(|(_, a)| a.clone()).collect();
     let client = MonitorClient::new(
-        RpcClient::new("viewkv-up", None).with_secret(Some(secret)),
+        RpcClient::new("viewkv-up", None)
+            .with_secret(Some(secret))
+            .with_tls(tls.as_ref()),
         monitor_addrs,
         Duration::from_millis(300),
     );

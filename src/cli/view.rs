@@ -2,9 +2,6 @@
 
 use std::process::ExitCode;
 
-use viewkv::monitor::MonitorClient;
-use viewkv::net::RpcClient;
-
 use super::MonitorsArg;
 
 /// Arguments of `viewkv view`.
@@ -19,11 +16,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = MonitorClient::new(
-        RpcClient::new("viewkv-cli", None).with_secret(args.monitors.secret()?),
-        args.monitors.resolve()?,
-        args.monitors.timeout,
-    );
+    let client = args.monitors.monitor_client()?;
     let reply = client.view().await.map_err(|err| match err.unauthorized {
         Some(refusal) => anyhow::anyhow!(refusal),
         None => anyhow::anyhow!("{err}; {}", viewkv::client::NO_CLUSTER_HINT),

@@ -20,7 +20,7 @@ pub use router::{ClientError, ClientOptions, Router, NO_CLUSTER_HINT, UNREACHABL
 
 use crate::kv::api::{Op, Request};
 use crate::monitor::MonitorClient;
-use crate::net::{RpcClient, Secret};
+use crate::net::{RpcClient, Secret, Tls};
 
 /// A client session. Calls take `&mut self`: one operation at a time per client, which is what
 /// makes each retry recognizable as a repeat (use one client per concurrent task; they are
@@ -52,8 +52,21 @@ impl Client {
         options: ClientOptions,
         secret: Option<Secret>,
     ) -> Client {
+        Client::with_tls(monitors, options, secret, None)
+    }
+
+    /// A client of a cluster that has a secret and TLS: every request proves `secret` (if
+    /// any) and goes over TLS with `tls` (if any; see [`Tls`]).
+    pub fn with_tls(
+        monitors: Vec<String>,
+        options: ClientOptions,
+        secret: Option<Secret>,
+        tls: Option<&Tls>,
+    ) -> Client {
         let id: u64 = rand::random();
-        let rpc = RpcClient::new(&format!("client-{id:016x}"), None).with_secret(secret);
+        let rpc = RpcClient::new(&format!("client-{id:016x}"), None)
+            .with_secret(secret)
+            .with_tls(tls);
         Client::with_rpc(rpc, monitors, options)
     }
 
@@ -66,9 +79,16 @@ impl Client {
         options: ClientOptions,
         secret: Option<Secret>,
     ) -> Result<Client, ClientError> {
-        let mut client = Client::with_secret(monitors, options, secret);
-        client.router.connect().await?;
-        Ok(client)
+        Client::with_secret(monitors, options, secret)
+            .checked()
+            .await
+    }
+
+    /// This client once it has checked the cluster is there, as [`Client::connect`] does (for a
+    /// client made with [`Client::with_tls`] or [`Client::with_rpc`]).
+    pub async fn checked(mut self) -> Result<Client, ClientError> {
+        self.router.connect().await?;
+        Ok(self)
     }
 
     /// A client sending through `rpc` (the test harness passes one subject to its faults).

@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::monitor::MonitorClient;
-use crate::net::{serve, RpcClient, Secret, ServeLimits};
+use crate::net::{serve, RpcClient, Secret, ServeLimits, Tls};
 use crate::view::Timings;
 
 /// Everything a kv server needs to start.
@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// The cluster secret every request to this server must prove, if the cluster has one
     /// (outbound, the `RpcClient` given to [`run`] carries it).
     pub secret: Option<Secret>,
+    /// TLS for this server's listener (mutual when it has a CA), if the cluster uses TLS
+    /// (outbound, the `RpcClient` given to [`run`] connects with it).
+    pub tls: Option<Tls>,
 }
 
 impl ServerConfig {
@@ -84,6 +87,7 @@ impl ServerConfig {
             confirm_timeout: Duration::from_secs(2),
             transfer_chunk_bytes: MAX_CHUNK_BYTES,
             secret: None,
+            tls: None,
         }
     }
 
@@ -117,6 +121,9 @@ impl ServerConfig {
                 self.transfer_chunk_bytes
             ));
         }
+        if let Some(tls) = &self.tls {
+            tls.acceptor().map_err(|err| err.to_string())?;
+        }
         if self.rpc_timeout.is_zero() || self.confirm_timeout.is_zero() {
             return Err("RPC and confirmation timeouts must be longer than zero".into());
         }
@@ -125,13 +132,21 @@ impl ServerConfig {
 }
 
 /// Run a kv server on `listener` until `shutdown` completes. It starts idle and empty, with a
-/// fresh random incarnation.
+/// fresh random incarnation. A configuration whose TLS cannot serve (see
+/// [`ServerConfig::validate`]) is logged and the server does not start.
 pub async fn run(
     config: ServerConfig,
     listener: TcpListener,
     rpc: RpcClient,
     shutdown: impl Future<Output = ()>,
 ) {
+    let tls = match config.tls.as_ref().map(Tls::acceptor).transpose() {
+        Ok(tls) => tls,
+        Err(err) => {
+            tracing::error!("kv server {}: {err}", config.addr);
+            return;
+        }
+    };
     let monitors = MonitorClient::new(rpc.clone(), config.monitors.clone(), config.ping_timeout());
     let server = Arc::new(KvServer::new(config, rpc, monitors));
     let me = server.me();
@@ -149,6 +164,7 @@ pub async fn run(
         shutdown,
         ServeLimits::default(),
         secret,
+        tls,
     )
     .await;
     pinger.abort();

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use viewkv_raft::{Network, Node, NodeId, Raft, Store};
 
-use crate::net::{serve, RpcClient, Secret, ServeLimits};
+use crate::net::{serve, RpcClient, Secret, ServeLimits, Tls};
 use crate::view::Timings;
 use lease::Lease;
 use state_machine::StateMachine;
@@ -78,6 +78,9 @@ pub struct MonitorConfig {
     /// The cluster secret every request to this monitor must prove, if the cluster has one
     /// (outbound, the `RpcClient` given to [`run`] carries it).
     pub secret: Option<Secret>,
+    /// TLS for this monitor's listener (mutual when it has a CA), if the cluster uses TLS
+    /// (outbound, the `RpcClient` given to [`run`] connects with it).
+    pub tls: Option<Tls>,
 }
 
 /// Why a monitor could not start or stopped.
@@ -130,6 +133,13 @@ pub async fn run(
             config.peers.keys().collect::<Vec<_>>()
         )));
     }
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            tls.acceptor()
+                .map_err(|err| MonitorError::Config(err.to_string()))?,
+        ),
+        None => None,
+    };
     let raft_config = Arc::new(config.openraft_config()?);
     let store = Store::open(&config.data_dir)?;
     let sm = StateMachine::open(store.snapshots())?;
@@ -199,6 +209,7 @@ pub async fn run(
         shutdown,
         ServeLimits::default(),
         secret,
+        tls,
     )
     .await;
     ticker.abort();

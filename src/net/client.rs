@@ -6,12 +6,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::StatusCode;
-use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
+use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{decode, encode, Fate, Faults, Secret, MAX_MESSAGE};
+use super::{decode, encode, Fate, Faults, Secret, Tls, MAX_MESSAGE};
 
 /// Why an RPC failed. Except for [`RpcError::Status`], the request may or may not have been
 /// served: callers that retry must make the retry idempotent.
@@ -74,12 +77,61 @@ impl RpcError {
 pub struct RpcClient {
     /// This node's name in the fault table: its listen address, or a client's own name.
     me: Arc<str>,
-    /// Pooled HTTP/1.1 connections.
-    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// Pooled HTTP/1.1 connections, plain or TLS.
+    http: Pool,
     /// Faults to apply to every call; `None` outside tests.
     faults: Option<Arc<Faults>>,
     /// The cluster secret every request carries, if the cluster has one.
     secret: Option<Secret>,
+}
+
+/// A connection pool: plain HTTP, or HTTPS only (a client with TLS never falls back to clear
+/// text).
+#[derive(Clone)]
+enum Pool {
+    /// `http://` over plain TCP.
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    /// `https://` with the node's TLS client config.
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl Pool {
+    /// A pool connecting with `tls` if given, else in plain text.
+    fn new(tls: Option<&Tls>) -> Pool {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(30));
+        match tls {
+            None => Pool::Plain(builder.build(connector)),
+            Some(tls) => {
+                connector.enforce_http(false);
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(ClientConfig::clone(tls.client_config()))
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(connector);
+                Pool::Tls(builder.build(https))
+            }
+        }
+    }
+
+    /// The scheme of this pool's URIs.
+    fn scheme(&self) -> &'static str {
+        match self {
+            Pool::Plain(_) => "http",
+            Pool::Tls(_) => "https",
+        }
+    }
+
+    /// Send one request.
+    fn request(&self, request: hyper::Request<Full<Bytes>>) -> ResponseFuture {
+        match self {
+            Pool::Plain(client) => client.request(request),
+            Pool::Tls(client) => client.request(request),
+        }
+    }
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -91,15 +143,9 @@ impl std::fmt::Debug for RpcClient {
 impl RpcClient {
     /// A client for the node called `me`, subject to `faults` if given.
     pub fn new(me: &str, faults: Option<Arc<Faults>>) -> RpcClient {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(1)));
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         RpcClient {
             me: me.into(),
-            http,
+            http: Pool::new(None),
             faults,
             secret: None,
         }
@@ -108,6 +154,13 @@ impl RpcClient {
     /// The same client, proving `secret` on every request (none if `None`).
     pub fn with_secret(mut self, secret: Option<Secret>) -> RpcClient {
         self.secret = secret;
+        self
+    }
+
+    /// The same client, connecting over TLS with `tls` (in plain text if `None`); it then
+    /// reaches only TLS listeners.
+    pub fn with_tls(mut self, tls: Option<&Tls>) -> RpcClient {
+        self.http = Pool::new(tls);
         self
     }
 
@@ -165,7 +218,7 @@ impl RpcClient {
 
     /// One HTTP exchange, without faults or deadline.
     async fn exchange(&self, addr: &str, path: &str, body: Vec<u8>) -> Result<Vec<u8>, RpcError> {
-        let mut request = hyper::Request::post(format!("http://{addr}{path}"))
+        let mut request = hyper::Request::post(format!("{}://{addr}{path}", self.http.scheme()))
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream");
         if let Some(secret) = &self.secret {
             request = request.header(hyper::header::AUTHORIZATION, secret.header().clone());
@@ -178,7 +231,13 @@ impl RpcClient {
                     reason: format!("bad address: {err}"),
                 })?;
         let response = self.http.request(request).await.map_err(|err| {
-            let reason = with_causes(&err);
+            let mut reason = with_causes(&err);
+            if matches!(self.http, Pool::Plain(_)) && answered_garbage(&err) {
+                reason.push_str(
+                    " (a TLS listener? then give --tls-ca, and --tls-cert/--tls-key if it \
+                     requires client certificates)",
+                );
+            }
             if err.is_connect() {
                 RpcError::Unreachable {
                     addr: addr.to_string(),
@@ -247,6 +306,22 @@ impl viewkv_raft::Transport for RpcClient {
                 other => viewkv_raft::TransportError::Failed(other.to_string()),
             })
     }
+}
+
+/// Whether `err` says the server answered with something that is not HTTP, which is what a
+/// TLS listener's alert looks like to a plain-HTTP client.
+fn answered_garbage(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(inner) = cause {
+        if inner
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
 }
 
 /// `err` and what caused it, outermost first: hyper's own message ("client error (Connect)")

@@ -10,6 +10,7 @@ mod faults;
 mod metrics;
 mod secret;
 mod server;
+mod tls;
 
 pub use client::{RpcClient, RpcError};
 pub use codec::{decode, encode, DecodeError, MAX_MESSAGE};
@@ -20,3 +21,6 @@ pub use server::{
     bad_request, bincode_reply, json_reply, not_found, serve, Handler, HttpRequest, HttpResponse,
     ServeLimits,
 };
+pub use tls::{Tls, TlsError, TlsFiles};
+/// What [`serve`] accepts TLS connections with ([`Tls::acceptor`]).
+pub use tokio_rustls::TlsAcceptor;

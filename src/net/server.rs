@@ -10,9 +10,11 @@ use hyper::body::Incoming;
 use hyper::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::metrics::{Gauge, HttpMetrics};
 use super::{encode, Secret, MAX_MESSAGE};
@@ -222,15 +224,39 @@ async fn admit_and_handle<H: Handler>(
     }
 }
 
+/// Serve the requests of one connection (plain or TLS) with `handler`.
+async fn serve_connection<H: Handler, I>(io: I, handler: Arc<H>, shared: Arc<Listener>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = shared.limits.header_timeout;
+    let service = hyper::service::service_fn(move |request| {
+        let (handler, shared) = (handler.clone(), shared.clone());
+        async move {
+            let reply = handle_one(&*handler, request, &shared);
+            Ok::<_, std::convert::Infallible>(reply.await)
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(err) = connection.await {
+        tracing::debug!("connection ended: {err}");
+    }
+}
+
 /// Accept connections on `listener` and serve them with `handler` until `shutdown` completes,
-/// within `limits`, answering 401 to requests that do not prove `secret` (if any). Open
-/// connections are closed when this returns.
+/// within `limits`, answering 401 to requests that do not prove `secret` (if any), over TLS
+/// when given `tls` (whose handshake must end within the header timeout). Open connections
+/// are closed when this returns.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
     limits: ServeLimits,
     secret: Option<Secret>,
+    tls: Option<TlsAcceptor>,
 ) {
     let mut connections = JoinSet::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -260,22 +286,21 @@ pub async fn serve<H: Handler>(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (handler, shared) = (handler.clone(), shared.clone());
+                let (handler, shared, acceptor) = (handler.clone(), shared.clone(), tls.clone());
                 connections.spawn(async move {
                     let _slot = slot;
-                    let service = hyper::service::service_fn(move |request| {
-                        let (handler, shared) = (handler.clone(), shared.clone());
-                        async move {
-                            let reply = handle_one(&*handler, request, &shared);
-                            Ok::<_, std::convert::Infallible>(reply.await)
-                        }
-                    });
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(limits.header_timeout)
-                        .serve_connection(TokioIo::new(stream), service);
-                    if let Err(err) = connection.await {
-                        tracing::debug!("connection ended: {err}");
+                    let Some(acceptor) = acceptor else {
+                        return serve_connection(stream, handler, shared).await;
+                    };
+                    // Bounded like a request's headers: a peer that never finishes its
+                    // handshake must not hold a connection slot for good.
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, handler, shared).await,
+                        Ok(Err(err)) => tracing::debug!("TLS handshake with {peer} failed: {err}"),
+                        Err(_) => tracing::debug!(
+                            "TLS handshake with {peer} took over {:?}",
+                            limits.header_timeout
+                        ),
                     }
                 });
             }

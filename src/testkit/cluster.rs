@@ -13,7 +13,7 @@ use super::wait_for;
 use crate::client::{Client, ClientOptions};
 use crate::kv::{self, Limits, ServerConfig};
 use crate::monitor::{self, MonitorClient, MonitorConfig, MonitorError, RaftTimings};
-use crate::net::{Faults, RpcClient, Secret};
+use crate::net::{Faults, RpcClient, Secret, Tls};
 use crate::view::{Timings, View};
 
 /// The `i`th key [`Cluster::load_keys`] stores.
@@ -40,6 +40,9 @@ pub struct ClusterOptions {
     pub transfer_chunk_bytes: usize,
     /// The cluster secret every node requires and every harness client proves, if any.
     pub secret: Option<Secret>,
+    /// TLS for every node's listener and every harness client's calls, if any (all nodes and
+    /// clients share one certificate: the harness tests the transport, not identities).
+    pub tls: Option<Tls>,
 }
 
 impl ClusterOptions {
@@ -64,6 +67,7 @@ impl ClusterOptions {
             min_copies: 2,
             transfer_chunk_bytes: kv::MAX_CHUNK_BYTES,
             secret: None,
+            tls: None,
         }
     }
 }
@@ -151,7 +155,9 @@ impl Cluster {
             );
             listeners.insert(id, listener);
         }
-        let observer = RpcClient::new("testkit", None).with_secret(options.secret.clone());
+        let observer = RpcClient::new("testkit", None)
+            .with_secret(options.secret.clone())
+            .with_tls(options.tls.as_ref());
         let mut cluster = Cluster {
             faults: Arc::new(Faults::new(options.seed)),
             options,
@@ -232,6 +238,7 @@ impl Cluster {
             timings: self.options.timings,
             raft: self.options.raft.clone(),
             secret: self.options.secret.clone(),
+            tls: self.options.tls.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(monitor::run(config, listener, rpc, async {
@@ -400,6 +407,7 @@ impl Cluster {
         config.rpc_timeout = Duration::from_millis(500);
         config.confirm_timeout = Duration::from_secs(1);
         config.secret = self.options.secret.clone();
+        config.tls = self.options.tls.clone();
         config
     }
 
@@ -476,9 +484,11 @@ impl Cluster {
     }
 
     /// An RPC client for the node or client called `name`: subject to the cluster's faults,
-    /// proving its secret.
+    /// proving its secret, over its TLS.
     fn rpc(&self, name: &str) -> RpcClient {
-        RpcClient::new(name, Some(self.faults.clone())).with_secret(self.options.secret.clone())
+        RpcClient::new(name, Some(self.faults.clone()))
+            .with_secret(self.options.secret.clone())
+            .with_tls(self.options.tls.as_ref())
     }
 
     /// Make the kv servers unreliable as in 6.824: 10% of requests to them are dropped and 20%

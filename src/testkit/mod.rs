@@ -7,9 +7,11 @@
 pub mod campaign;
 mod cluster;
 pub mod nemesis;
+mod pki;
 pub mod workload;
 
 pub use cluster::{load_key, Cluster, ClusterOptions};
+pub use pki::TestCa;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
