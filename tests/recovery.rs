@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use viewkv::client::{ClientError, ClientOptions};
 use viewkv::monitor::api::{RecoverReply, RecoverRequest};
 use viewkv::monitor::MonitorClient;
 use viewkv::testkit::{self, wait_for, Cluster, ClusterOptions};
@@ -125,6 +126,11 @@ async fn monitors_that_lost_their_state_adopt_the_servers_view_only_when_told() 
             .expect("put");
     }
     let old_cluster = cluster.server_status(&p).await.expect("p's status")["cluster"].clone();
+    let mut watcher = cluster.client_with(ClientOptions {
+        deadline: Duration::from_secs(3),
+        ..cluster.client_options()
+    });
+    assert_eq!(watcher.get(b"k1").await.expect("get"), Some(b"v1".to_vec()));
 
     // Every monitor loses its disk.
     for id in cluster.monitor_ids() {
@@ -160,6 +166,15 @@ async fn monitors_that_lost_their_state_adopt_the_servers_view_only_when_told() 
     }
     // The old primary still serves the clients that know it.
     assert_eq!(client.get(b"k7").await.expect("get"), Some(b"v7".to_vec()));
+    // Until its backup dies: then a client that must read the view again is told why the
+    // monitors' answer is not followed.
+    cluster.crash_server(&b).await;
+    match watcher.get(b"k1").await {
+        Err(ClientError::ReadFailed { last, .. }) => {
+            assert!(last.contains("answered for cluster"), "{last}")
+        }
+        other => panic!("a read through monitors of another cluster: {other:?}"),
+    }
 
     let done = recover(&operator, true, None).await;
     let RecoverReply::Done { view, explanation } = &done else {
@@ -170,10 +185,18 @@ async fn monitors_that_lost_their_state_adopt_the_servers_view_only_when_told() 
         view.num > old.num && view.recovered,
         "{view:?} after {old:?}"
     );
-    let primary = id(&view.primary).expect("a primary");
-    assert!(primary == p || primary == b, "{primary} holds no state");
+    assert_eq!(
+        id(&view.primary),
+        Some(p.clone()),
+        "the live server holding the state"
+    );
+    // The fresh server had joined the new group's cluster; holding nothing, it follows the
+    // adopted one and becomes the backup.
     let ready = cluster.wait_ready(DEADLINE).await;
-    assert_eq!(id(&ready.primary), Some(primary));
+    assert_eq!(
+        (id(&ready.primary), id(&ready.backup)),
+        (Some(p), Some(fresh))
+    );
     let reply = operator.view().await.expect("the view");
     assert_eq!(
         serde_json::json!(format!("{:x}", reply.cluster)),
