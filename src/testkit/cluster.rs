@@ -46,6 +46,13 @@ pub struct ClusterOptions {
 }
 
 impl ClusterOptions {
+    /// These options with every node and harness client over mutual TLS, with certificates of
+    /// a throwaway CA.
+    pub fn over_tls(mut self) -> ClusterOptions {
+        self.tls = Some(super::TestCa::new("testkit").tls("node"));
+        self
+    }
+
     /// Short timings for tests on a small, noisy machine: fast enough that failures are seen in
     /// well under a second, slow enough that a busy CPU does not make healthy nodes look dead.
     pub fn fast(seed: u64) -> ClusterOptions {
@@ -227,7 +234,7 @@ impl Cluster {
             .iter()
             .map(|(id, slot)| (*id, slot.addr.clone()))
             .collect();
-        let rpc = self.rpc(&self.monitor_addr(id));
+        let rpc = self.rpc_client(&self.monitor_addr(id));
         let Some(slot) = self.monitors.get_mut(&id) else {
             panic!("no monitor {id}");
         };
@@ -338,7 +345,7 @@ impl Cluster {
     /// A monitor client for a node named `name`, subject to the cluster's faults.
     pub fn monitor_client(&self, name: &str) -> MonitorClient {
         MonitorClient::new(
-            self.rpc(name),
+            self.rpc_client(name),
             self.monitor_addrs(),
             Duration::from_millis(500),
         )
@@ -416,7 +423,7 @@ impl Cluster {
         if let Err(err) = config.validate() {
             panic!("kv server {addr}: {err}");
         }
-        let rpc = self.rpc(&addr);
+        let rpc = self.rpc_client(&addr);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(kv::run(config, listener, rpc, async {
             let _ = stopped.await;
@@ -479,16 +486,26 @@ impl Cluster {
     /// A new client with the given options.
     pub fn client_with(&mut self, options: ClientOptions) -> Client {
         self.clients += 1;
-        let rpc = self.rpc(&format!("client-{}", self.clients));
+        let rpc = self.rpc_client(&format!("client-{}", self.clients));
         Client::with_rpc(rpc, self.monitor_addrs(), options)
     }
 
     /// An RPC client for the node or client called `name`: subject to the cluster's faults,
-    /// proving its secret, over its TLS.
-    fn rpc(&self, name: &str) -> RpcClient {
+    /// proving its secret, over its TLS (for tests that send raw requests).
+    pub fn rpc_client(&self, name: &str) -> RpcClient {
         RpcClient::new(name, Some(self.faults.clone()))
             .with_secret(self.options.secret.clone())
             .with_tls(self.options.tls.as_ref())
+    }
+
+    /// Whether the first monitor refuses a plain-HTTP request (it listens over TLS).
+    pub async fn refuses_plain_http(&self) -> bool {
+        let plain = RpcClient::new("plain-http", None);
+        let addr = self.monitor_addr(self.monitor_ids()[0]);
+        plain
+            .call_raw(&addr, "/status", Vec::new(), Duration::from_secs(5))
+            .await
+            .is_err()
     }
 
     /// Make the kv servers unreliable as in 6.824: 10% of requests to them are dropped and 20%
