@@ -7,6 +7,7 @@ mod children;
 mod kv;
 mod local;
 mod monitor;
+mod monitors;
 mod server;
 mod up;
 mod view;
@@ -75,6 +76,8 @@ enum Command {
     Up(up::Args),
     /// Run one node of the monitor group (the Raft-replicated view service).
     Monitor(monitor::Args),
+    /// List the monitor group's members, add one or remove one.
+    Monitors(monitors::Args),
     /// Run one kv server.
     Server(server::Args),
     /// Print the value of KEY (exit 1 if it is absent).
@@ -177,6 +180,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Monitor(args) => monitor::run(args).await,
+        Command::Monitors(args) => monitors::run(args).await,
         Command::Server(args) => server::run(args).await,
         Command::Get(args) => kv::get(args, false).await,
         Command::Delete(args) => kv::get(args, true).await,
