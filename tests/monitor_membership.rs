@@ -71,10 +71,21 @@ impl Load {
         final_reads(&self.recorder, &mut reader).await;
         let ops = self.recorder.operations();
         let unknown = ops.iter().filter(|op| op.complete().is_none()).count();
-        println!("{} operations, {unknown} with an unknown outcome", ops.len());
-        assert!(ops.len() > 100, "the clients hardly ran: {} calls", ops.len());
+        println!(
+            "{} operations, {unknown} with an unknown outcome",
+            ops.len()
+        );
+        assert!(
+            ops.len() > 100,
+            "the clients hardly ran: {} calls",
+            ops.len()
+        );
         assert_eq!(unknown, 0, "client operations failed during the changes");
-        assert!(self.recorder.refused().is_empty(), "{:?}", self.recorder.refused());
+        assert!(
+            self.recorder.refused().is_empty(),
+            "{:?}",
+            self.recorder.refused()
+        );
         let (report, appends) = judge(&ops, Duration::from_secs(20));
         assert_ne!(report.verdict(), Verdict::NotLinearizable, "{report:?}");
         for append in appends {
@@ -128,12 +139,19 @@ async fn change(members: &MembersClient, change: MemberChange) -> MembersReply {
 /// Monitor `id` has applied at least what the leader had when this was called.
 async fn caught_up(cluster: &Cluster, id: u64) {
     let leader = cluster.wait_leader(DEADLINE).await;
-    let status = cluster.monitor_status(leader).await.expect("the leader's status");
+    let status = cluster
+        .monitor_status(leader)
+        .await
+        .expect("the leader's status");
     let target = status["last_applied"].as_u64().expect("an applied index");
-    wait_for(&format!("monitor {id} to apply {target}"), DEADLINE, || async {
-        let status = cluster.monitor_status(id).await?;
-        (status["last_applied"].as_u64()? >= target).then_some(())
-    })
+    wait_for(
+        &format!("monitor {id} to apply {target}"),
+        DEADLINE,
+        || async {
+            let status = cluster.monitor_status(id).await?;
+            (status["last_applied"].as_u64()? >= target).then_some(())
+        },
+    )
     .await;
 }
 
@@ -161,7 +179,10 @@ async fn a_dead_monitor_is_replaced_by_an_empty_one_under_load() {
     let why = refusal(&cluster.start_monitor_refused(3, false, DEADLINE).await);
     println!("without --join: {why}");
     assert!(why.contains("exchanged Raft messages with it"), "{why}");
-    assert!(why.contains("viewkv monitors remove 3") && why.contains("--join"), "{why}");
+    assert!(
+        why.contains("viewkv monitors remove 3") && why.contains("--join"),
+        "{why}"
+    );
     let why = refusal(&cluster.start_monitor_refused(3, true, DEADLINE).await);
     println!("--join while a voter: {why}");
     assert!(why.contains("still a voter"), "{why}");
@@ -188,7 +209,10 @@ async fn a_dead_monitor_is_replaced_by_an_empty_one_under_load() {
     cluster.crash_monitor(3).await;
     cluster.restart_monitor(3).await;
     caught_up(&cluster, 3).await;
-    group_where(&members, "every monitor a voter", |g| g.voters() == [1, 2, 3]).await;
+    group_where(&members, "every monitor a voter", |g| {
+        g.voters() == [1, 2, 3]
+    })
+    .await;
 
     load.finish(&mut cluster).await;
     cluster.shutdown().await;
@@ -270,7 +294,11 @@ async fn unsafe_or_meaningless_changes_are_refused_and_change_nothing() {
     assert!(why.contains("not a member"), "{why}");
 
     // With monitor 2 down, removing monitor 3 would leave {1, 2} with one monitor answering.
-    let victim = if cluster.wait_leader(DEADLINE).await == 2 { 1 } else { 2 };
+    let victim = if cluster.wait_leader(DEADLINE).await == 2 {
+        1
+    } else {
+        2
+    };
     let keep = 6 - victim - 3;
     cluster.crash_monitor(victim).await;
     let why = refused(members.change(MemberChange::Remove { id: 3 }).await);

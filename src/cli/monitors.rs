@@ -13,47 +13,67 @@ pub struct Args {
     /// What to do.
     #[command(subcommand)]
     action: Action,
+}
+
+/// What every action takes.
+#[derive(clap::Args, Debug)]
+struct Common {
     /// Where the monitors are (any member will do).
     #[command(flatten)]
     monitors: MonitorsArg,
     /// Print the group as JSON.
-    #[arg(long, global = true)]
+    #[arg(long)]
     json: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
 enum Action {
     /// Print every member: id, address, voter or learner, the leader, replication progress.
-    List,
+    List {
+        /// Where the monitors are, and the output format.
+        #[command(flatten)]
+        common: Common,
+    },
     /// Add monitor ID at ADDR (started with --join and an empty data directory): as a learner,
     /// then, once it has caught up, as a voter.
     Add {
         /// The new member, `ID=HOST:PORT`.
         #[arg(value_parser = super::monitor::parse_peer)]
         member: (u64, String),
+        /// Where the monitors are, and the output format.
+        #[command(flatten)]
+        common: Common,
     },
     /// Remove monitor ID from the group (then stop it). Refused if the voters left would not
     /// answer as a majority.
     Remove {
         /// The member's id.
         id: u64,
+        /// Where the monitors are, and the output format.
+        #[command(flatten)]
+        common: Common,
     },
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = MembersClient::new(
-        RpcClient::new("viewkv-cli", None).with_secret(args.monitors.secret()?),
-        args.monitors.resolve()?,
-        args.monitors.timeout,
-    );
-    let group = match args.action {
-        Action::List => client.list().await?.1,
-        Action::Add { member: (id, addr) } => {
-            client.change(MemberChange::Add { id, addr }).await?
-        }
-        Action::Remove { id } => client.change(MemberChange::Remove { id }).await?,
+    let (change, common) = match args.action {
+        Action::List { common } => (None, common),
+        Action::Add {
+            member: (id, addr),
+            common,
+        } => (Some(MemberChange::Add { id, addr }), common),
+        Action::Remove { id, common } => (Some(MemberChange::Remove { id }), common),
     };
-    match args.json {
+    let client = MembersClient::new(
+        RpcClient::new("viewkv-cli", None).with_secret(common.monitors.secret()?),
+        common.monitors.resolve()?,
+        common.monitors.timeout,
+    );
+    let group = match change {
+        None => client.list().await?.1,
+        Some(change) => client.change(change).await?,
+    };
+    match common.json {
         true => println!("{}", to_json(&group)),
         false => print!("{}", to_text(&group)),
     }

@@ -8,8 +8,11 @@ use super::admin::CATCH_UP;
 use super::{ChangeReply, MemberChange, MembersReply, CHANGE_MEMBERS, MEMBERS};
 use crate::net::RpcClient;
 
-/// Leader hints followed before a change gives up (leadership moving during a change).
-const MAX_HOPS: usize = 5;
+/// Rounds of asking before a change gives up (leadership moving during a change).
+const MAX_ROUNDS: usize = 10;
+
+/// The pause between rounds: about an election.
+const ELECTION_WAIT: Duration = Duration::from_millis(300);
 
 /// Why a membership command failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -85,46 +88,56 @@ impl MembersClient {
     }
 
     /// Make `change` on the leader; the group afterwards. An `Add` waits until the new monitor
-    /// has caught up (at most 30 s).
+    /// has caught up (at most 30 s). The leader the monitors name is asked first, then every
+    /// monitor (any of them names the leader it knows), for a few rounds while an election
+    /// settles.
     pub async fn change(&self, change: MemberChange) -> Result<MembersReply, MembersError> {
-        let (addr, listed) = self.list().await?;
-        let mut target = match listed.from_leader() {
-            true => addr,
-            false => self.leader_addr(&listed)?,
-        };
         let timeout = self.timeout + CATCH_UP * 2;
-        for _ in 0..MAX_HOPS {
-            let reply = self
-                .rpc
-                .call::<MemberChange, ChangeReply>(&target, CHANGE_MEMBERS, &change, timeout)
+        let mut first =
+            self.list()
                 .await
-                .map_err(|err| MembersError::Unavailable(err.to_string()))?;
-            match reply {
-                ChangeReply::Done(members) => return Ok(members),
-                ChangeReply::Refused(why) => return Err(MembersError::Refused(why)),
-                ChangeReply::NotLeader { hint: Some(hint) } => target = hint,
-                ChangeReply::NotLeader { hint: None } => {
-                    let (_, listed) = self.list().await?;
-                    target = self.leader_addr(&listed)?;
+                .ok()
+                .and_then(|(addr, listed)| match listed.from_leader() {
+                    true => Some(addr),
+                    false => leader_addr(&listed),
+                });
+        let mut last = String::from("no monitors given");
+        for _ in 0..MAX_ROUNDS {
+            let targets: Vec<String> = first
+                .take()
+                .into_iter()
+                .chain(self.monitors.clone())
+                .collect();
+            for target in targets {
+                let reply = self
+                    .rpc
+                    .call::<MemberChange, ChangeReply>(&target, CHANGE_MEMBERS, &change, timeout)
+                    .await;
+                match reply {
+                    Ok(ChangeReply::Done(members)) => return Ok(members),
+                    Ok(ChangeReply::Refused(why)) => return Err(MembersError::Refused(why)),
+                    Ok(ChangeReply::NotLeader { hint }) => {
+                        last = format!("{target} is not the leader");
+                        if hint.is_some() {
+                            first = hint;
+                            break;
+                        }
+                    }
+                    Err(err) => last = err.to_string(),
                 }
             }
+            tokio::time::sleep(ELECTION_WAIT).await;
         }
         Err(MembersError::Unavailable(format!(
-            "the leader moved {MAX_HOPS} times during the change; try again"
+            "no leader took the change (tried {}): {last}; is a majority of the group up?",
+            self.monitors.join(", ")
         )))
     }
+}
 
-    /// The leader's address according to `listed`.
-    fn leader_addr(&self, listed: &MembersReply) -> Result<String, MembersError> {
-        listed
-            .leader
-            .and_then(|leader| listed.members.iter().find(|m| m.id == leader))
-            .map(|m| m.addr.clone())
-            .ok_or_else(|| {
-                MembersError::Unavailable(format!(
-                    "no monitor knows of a leader (asked {}): is a majority of the group up?",
-                    self.monitors.join(", ")
-                ))
-            })
-    }
+/// The leader's address according to `listed`.
+fn leader_addr(listed: &MembersReply) -> Option<String> {
+    let leader = listed.leader?;
+    let member = listed.members.iter().find(|m| m.id == leader)?;
+    Some(member.addr.clone())
 }
