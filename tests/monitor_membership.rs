@@ -12,7 +12,7 @@ use viewkv::monitor::membership::{
     MemberChange, MembersClient, MembersError, MembersReply, CHANGE_MEMBERS, MEMBERS,
 };
 use viewkv::monitor::{MonitorClient, MonitorError};
-use viewkv::net::{RpcClient, Secret};
+use viewkv::net::{RpcClient, RpcError, Secret};
 use viewkv::testkit::workload::{client_loop, final_reads, judge, Recorder};
 use viewkv::testkit::{self, wait_for, Cluster, ClusterOptions};
 
@@ -318,7 +318,38 @@ async fn unsafe_or_meaningless_changes_are_refused_and_change_nothing() {
             Ok(_) => panic!("{path} answered without the secret"),
         }
     }
+    // A body that is not a change gets a 400, and the monitor keeps answering.
+    let insider = RpcClient::new("insider", None).with_secret(cluster.options().secret.clone());
+    let addr = cluster.monitor_addr(1);
+    let reply = insider
+        .call_raw(&addr, CHANGE_MEMBERS, b"garbage".to_vec(), DEADLINE)
+        .await;
+    match reply {
+        Err(RpcError::Status { status: 400, .. }) => {}
+        other => panic!("a garbage change: {other:?}"),
+    }
     let after = group_where(&members, "the group", |g| g.voters() == [1, 2, 3]).await;
     assert_eq!(before.members.len(), after.members.len(), "{after:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_whose_first_start_is_late_still_joins_the_group_it_was_configured_for() {
+    testkit::init_tracing();
+    let mut options = ClusterOptions::fast(testkit::seed());
+    options.late_monitors = vec![3];
+    let mut cluster = Cluster::start(options).await;
+    let members = cluster.members_client();
+    group_where(&members, "the group formed by 1 and 2", |g| {
+        g.applied.is_some()
+    })
+    .await;
+    cluster.start_monitor(3, false).await;
+    caught_up(&cluster, 3).await;
+    let group = group_where(&members, "every monitor a voter", |g| {
+        g.voters() == [1, 2, 3]
+    })
+    .await;
+    assert!(!group.joint, "{group:?}");
     cluster.shutdown().await;
 }

@@ -41,6 +41,9 @@ pub struct ClusterOptions {
     pub transfer_chunk_bytes: usize,
     /// The cluster secret every node requires and every harness client proves, if any.
     pub secret: Option<Secret>,
+    /// Monitors [`Cluster::start`] leaves unstarted (their first start comes later, through
+    /// [`Cluster::start_monitor`]): a monitor that joins the group's formation late.
+    pub late_monitors: Vec<u64>,
 }
 
 impl ClusterOptions {
@@ -65,6 +68,7 @@ impl ClusterOptions {
             min_copies: 2,
             transfer_chunk_bytes: kv::MAX_CHUNK_BYTES,
             secret: None,
+            late_monitors: Vec::new(),
         }
     }
 }
@@ -163,7 +167,9 @@ impl Cluster {
             observer,
         };
         for (id, listener) in listeners {
-            cluster.launch_monitor(id, listener, false);
+            if !cluster.options.late_monitors.contains(&id) {
+                cluster.launch_monitor(id, listener, false);
+            }
         }
         cluster.wait_leader(Duration::from_secs(20)).await;
         cluster

@@ -26,7 +26,7 @@ use crate::monitor::{MonitorConfig, MonitorError};
 use crate::net::RpcClient;
 
 /// How long a peer may take to answer the question.
-const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+const ASK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How an empty monitor goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
