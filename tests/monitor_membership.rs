@@ -144,15 +144,23 @@ async fn caught_up(cluster: &Cluster, id: u64) {
         .await
         .expect("the leader's status");
     let target = status["last_applied"].as_u64().expect("an applied index");
-    wait_for(
-        &format!("monitor {id} to apply {target}"),
-        DEADLINE,
-        || async {
-            let status = cluster.monitor_status(id).await?;
-            (status["last_applied"].as_u64()? >= target).then_some(())
-        },
-    )
-    .await;
+    let start = Instant::now();
+    loop {
+        let mine = cluster.monitor_status(id).await;
+        let applied = mine.as_ref().and_then(|s| s["last_applied"].as_u64());
+        if applied >= Some(target) {
+            return;
+        }
+        if start.elapsed() > DEADLINE {
+            let now = cluster.monitor_status(leader).await;
+            panic!(
+                "monitor {id} did not apply {target} within {DEADLINE:?}: its status {mine:?}, \
+                 running {}; leader {leader} then {status}, now {now:?}",
+                cluster.monitor_running(id)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn refusal(err: &MonitorError) -> String {
@@ -305,6 +313,26 @@ async fn unsafe_or_meaningless_changes_are_refused_and_change_nothing() {
     assert!(why.contains("not a working majority"), "{why}");
     assert!(why.contains(&format!("[{keep}]")), "{why}");
     cluster.restart_monitor(victim).await;
+
+    // A monitor that is not running is added as a learner, never catches up, and the add
+    // says so after its deadline; removing it drops the learner.
+    let absent = "127.0.0.1:1".to_string();
+    let why = refused(
+        members
+            .change(MemberChange::Add {
+                id: 4,
+                addr: absent.clone(),
+            })
+            .await,
+    );
+    assert!(why.contains("did not catch up"), "{why}");
+    let group = group_where(&members, "a learner 4", |g| g.members.len() == 4).await;
+    assert!(group
+        .members
+        .iter()
+        .any(|m| m.id == 4 && !m.voter && m.addr == absent));
+    let group = change(&members, MemberChange::Remove { id: 4 }).await;
+    assert!(group.members.iter().all(|m| m.id != 4), "{group:?}");
 
     // Without the cluster secret, neither path answers.
     let intruder = RpcClient::new("intruder", None);
