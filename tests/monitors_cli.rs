@@ -1,8 +1,12 @@
 //! `viewkv monitors list/add/remove` and `viewkv monitor --join` as real processes: the
-//! README's procedure for replacing a dead monitor with a new machine at a new address.
+//! README's procedure for replacing a dead monitor with a new machine at a new address, while
+//! a `viewkv put` loop writes through two kv servers.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_viewkv");
@@ -86,6 +90,34 @@ fn voters(doc: &serde_json::Value) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// `viewkv server --listen ADDR --monitors MONITORS`, logging to `DIR/server-N.log`.
+fn server(n: usize, addr: &str, monitors: &str, dir: &Path) -> Killed {
+    let log = std::fs::File::create(dir.join(format!("server-{n}.log"))).expect("a log file");
+    let child = Command::new(EXE)
+        .args(["server", "--listen", addr, "--monitors", monitors])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("viewkv server starts");
+    Killed(child)
+}
+
+/// `viewkv put key-N value-N` for N = 0, 1, ... until `stop`; every put must succeed. Returns
+/// how many were acknowledged.
+fn writer(monitors: String, stop: Arc<AtomicBool>) -> JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let (key, value) = (format!("key-{n}"), format!("value-{n}"));
+            let (code, out, err) = viewkv(&["put", &key, &value, "--monitors", &monitors]);
+            assert_eq!(code, 0, "put {key} failed during the change: {out} {err}");
+            n += 1;
+        }
+        n
+    })
+}
+
 #[test]
 fn a_dead_monitor_is_replaced_by_a_new_machine_at_a_new_address() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -96,6 +128,20 @@ fn a_dead_monitor_is_replaced_by_a_new_machine_at_a_new_address() {
         .collect();
     let all = addrs.join(",");
     list_where(&all, "three voters", |doc| voters(doc).len() == 3);
+    let _servers: Vec<Killed> = (1..=2)
+        .map(|n| server(n, &free_addr(), &all, dir.path()))
+        .collect();
+    let start = Instant::now();
+    loop {
+        let (code, _, _) = viewkv(&["put", "ready", "yes", "--monitors", &all]);
+        if code == 0 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the kv service never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = writer(all.clone(), stop.clone());
 
     // Monitor 3's machine dies; its disk is gone.
     running[2] = None;
@@ -135,5 +181,18 @@ fn a_dead_monitor_is_replaced_by_a_new_machine_at_a_new_address() {
     running[leader - 1] = None;
     let doc = list_where(&now, "a new leader", |doc| doc["leader"] != leader);
     println!("monitor {leader} killed; {doc}");
+
+    stop.store(true, Ordering::Relaxed);
+    let acked = writes.join().expect("the writer");
+    assert!(acked > 0, "no write happened during the change");
+    for n in 0..acked {
+        let (code, out, err) = viewkv(&["get", &format!("key-{n}"), "--monitors", &now]);
+        assert_eq!(
+            (code, out.trim()),
+            (0, format!("value-{n}").as_str()),
+            "{err}"
+        );
+    }
+    println!("{acked} writes acknowledged during the replacement, all read back");
     drop(running);
 }
