@@ -242,9 +242,16 @@ impl Cluster {
             join,
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(monitor::run(config, listener, rpc, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            let ran = monitor::run(config, listener, rpc, async {
+                let _ = stopped.await;
+            })
+            .await;
+            if let Err(err) = &ran {
+                tracing::warn!("testkit: monitor {id} stopped: {err}");
+            }
+            ran
+        });
         slot.running = Some(Running { stop, task });
     }
 
