@@ -381,3 +381,16 @@ async fn a_monitor_whose_first_start_is_late_still_joins_the_group_it_was_config
     assert!(!group.joint, "{group:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_is_refused_when_no_member_answers() {
+    testkit::init_tracing();
+    let mut cluster = Cluster::start(ClusterOptions::fast(testkit::seed())).await;
+    for id in [1, 2, 3] {
+        cluster.crash_monitor(id).await;
+    }
+    cluster.wipe_monitor(1);
+    let why = refusal(&cluster.start_monitor_refused(1, true, DEADLINE).await);
+    assert!(why.contains("no running monitor answered"), "{why}");
+    cluster.shutdown().await;
+}
