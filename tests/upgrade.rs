@@ -46,6 +46,7 @@ async fn start(dir: &Path) -> (String, oneshot::Sender<()>, JoinHandle<()>) {
         raft: RaftTimings::default(),
         secret: None,
         tls: None,
+        join: false,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let rpc = RpcClient::new(&addr, None);

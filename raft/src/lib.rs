@@ -14,7 +14,8 @@ pub mod network;
 pub mod store;
 
 pub use network::{
-    dispatch, Network, Transport, TransportError, RAFT_APPEND, RAFT_SNAPSHOT, RAFT_VOTE,
+    dispatch, dispatch_noting, Network, OnHeard, Transport, TransportError, RAFT_APPEND,
+    RAFT_SNAPSHOT, RAFT_VOTE,
 };
 pub use store::{LogStore, SnapshotStore, Store, StoreError};
 

@@ -10,6 +10,7 @@
 //! becomes [`RPCError::RemoteError`].
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -28,7 +29,12 @@ use crate::{Node, NodeId, TypeConfig};
 
 mod dispatch;
 
-pub use dispatch::{dispatch, DispatchError};
+pub use dispatch::{dispatch, dispatch_noting, DispatchError};
+
+/// Told the id of every peer that took part in a Raft exchange with this node: one that
+/// answered our request, or sent us one that Raft accepted. The application keeps these ids (a
+/// monitor remembers which peers have Raft state, to recognise one that lost it).
+pub type OnHeard = Arc<dyn Fn(NodeId) + Send + Sync>;
 
 /// Transport path of `AppendEntries` (also used for heartbeats).
 pub const RAFT_APPEND: &str = "/raft/append";
@@ -67,12 +73,23 @@ pub trait Transport: Clone + Send + Sync + 'static {
 pub struct Network<T> {
     /// The byte transport shared by every connection.
     transport: T,
+    /// Told of every peer that answered one of our requests, if the application asked.
+    heard: Option<OnHeard>,
 }
 
 impl<T: Transport> Network<T> {
     /// A network sending Raft RPCs through `transport`.
     pub fn new(transport: T) -> Self {
-        Network { transport }
+        Network {
+            transport,
+            heard: None,
+        }
+    }
+
+    /// The same network, telling `heard` the id of every peer that answers a request.
+    pub fn on_heard(mut self, heard: OnHeard) -> Self {
+        self.heard = Some(heard);
+        self
     }
 }
 
@@ -84,6 +101,7 @@ impl<T: Transport> RaftNetworkFactory<TypeConfig> for Network<T> {
             transport: self.transport.clone(),
             target,
             node: node.clone(),
+            heard: self.heard.clone(),
         }
     }
 }
@@ -96,6 +114,8 @@ pub struct Connection<T> {
     target: NodeId,
     /// The target as the membership records it; `node.addr` is where requests go.
     node: Node,
+    /// Told when the target answers (see [`Network::on_heard`]).
+    heard: Option<OnHeard>,
 }
 
 impl<T: Transport> Connection<T> {
@@ -122,6 +142,9 @@ impl<T: Transport> Connection<T> {
             })?;
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if let (Ok(_), Some(heard)) = (&result, &self.heard) {
+            heard(self.target);
+        }
         result.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,

@@ -109,20 +109,31 @@ impl Store {
     }
 
     /// Drop this handle and wait, up to `timeout`, until every other handle on the database
-    /// (log store, readers, snapshot store) is gone too, so the file is closed and the directory
+    /// (log store, readers, snapshot store) is gone too, then close the file, so the directory
     /// can be opened again, in this process as well. openraft's tasks drop theirs a moment after
     /// `Raft::shutdown` returns. Returns whether the database was closed in time.
+    ///
+    /// The last handle is dropped here, and the file closed (redb syncs and releases its lock
+    /// then) before this returns: waiting only for the other handles to go would return while
+    /// whichever task dropped the last one is still closing the file, and an immediate reopen
+    /// would find it locked.
     pub async fn close(self, timeout: std::time::Duration) -> bool {
-        let db = Arc::downgrade(&self.db);
-        drop(self);
         let deadline = tokio::time::Instant::now() + timeout;
-        while db.strong_count() > 0 {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
+        let mut db = self.db;
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(last) => {
+                    return tokio::task::spawn_blocking(move || drop(last))
+                        .await
+                        .is_ok()
+                }
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    db = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err(_) => return false,
             }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        true
     }
 }
 

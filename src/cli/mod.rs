@@ -7,6 +7,7 @@ mod children;
 mod kv;
 mod local;
 mod monitor;
+mod monitors;
 mod recover;
 mod server;
 mod up;
@@ -112,6 +113,8 @@ enum Command {
     Up(up::Args),
     /// Run one node of the monitor group (the Raft-replicated view service).
     Monitor(monitor::Args),
+    /// List the monitor group's members, add one or remove one.
+    Monitors(monitors::Args),
     /// Run one kv server.
     Server(server::Args),
     /// Print the value of KEY (exit 1 if it is absent).
@@ -235,6 +238,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Monitor(args) => monitor::run(args).await,
+        Command::Monitors(args) => monitors::run(args).await,
         Command::Server(args) => server::run(args).await,
         Command::Get(args) => kv::get(args, false).await,
         Command::Delete(args) => kv::get(args, true).await,

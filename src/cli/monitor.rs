@@ -51,9 +51,15 @@ pub struct Args {
     /// Snapshot the view table (and purge the log) after this many decisions [default: 1000].
     #[arg(long)]
     snapshot_every: Option<u64>,
+    /// Join a running group: with an empty data directory, do not form a group but wait to be
+    /// added (`viewkv monitors add ID=ADDR`). Refused while ID is still a voter of the group
+    /// (`viewkv monitors remove ID` first). Without it, an empty monitor the group already
+    /// knows refuses to start.
+    #[arg(long)]
+    join: bool,
 }
 
-fn parse_peer(text: &str) -> Result<(u64, String), String> {
+pub fn parse_peer(text: &str) -> Result<(u64, String), String> {
     let (id, addr) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
@@ -151,6 +157,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         secret: super::secret(&file)?,
         tls: super::tls(&file)?,
+        join: args.join,
     };
     config.timings.validate().map_err(anyhow::Error::msg)?;
     let r = &config.raft;

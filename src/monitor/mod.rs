@@ -9,8 +9,10 @@
 pub mod api;
 mod client;
 mod format;
+mod heard;
 mod lease;
 mod legacy;
+pub mod membership;
 mod node;
 mod state_machine;
 
@@ -28,7 +30,9 @@ use viewkv_raft::{Network, Node, NodeId, Raft, Store};
 
 use crate::net::{serve, RpcClient, Secret, ServeLimits, Tls};
 use crate::view::Timings;
+use heard::Heard;
 use lease::Lease;
+use membership::join::Start;
 use state_machine::StateMachine;
 
 /// Raft timings and log compaction settings.
@@ -81,6 +85,9 @@ pub struct MonitorConfig {
     /// TLS for this monitor's listener (mutual when it has a CA), if the cluster uses TLS
     /// (outbound, the `RpcClient` given to [`run`] connects with it).
     pub tls: Option<Tls>,
+    /// Started with `--join`: with an empty data directory, wait to be added to the running
+    /// group (`viewkv monitors add`) instead of forming one (see `membership::join`).
+    pub join: bool,
 }
 
 /// Why a monitor could not start or stopped.
@@ -98,6 +105,10 @@ pub enum MonitorError {
     /// Raft could not start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The membership rules forbid this start (an empty monitor that was a member, `--join`
+    /// while still a voter); the message says what to do.
+    #[error("monitor start refused: {0}")]
+    Membership(String),
 }
 
 impl MonitorConfig {
@@ -143,10 +154,11 @@ pub async fn run(
     let raft_config = Arc::new(config.openraft_config()?);
     let store = Store::open(&config.data_dir)?;
     let sm = StateMachine::open(store.snapshots())?;
+    let heard = Arc::new(Heard::open(config.id, &config.data_dir)?);
     let raft = Raft::new(
         config.id,
         raft_config,
-        Network::new(rpc),
+        Network::new(rpc.clone()).on_heard(heard.hook()),
         store.log_store(),
         sm.clone(),
     )
@@ -162,11 +174,28 @@ pub async fn run(
         .await
         .map_err(|err| MonitorError::Raft(err.to_string()))?;
     if pristine {
-        // Every member initializes with the same membership: openraft allows it, and no node
-        // has to be told to go first.
-        if let Err(err) = raft.initialize(members).await {
-            tracing::debug!("initialize: {err} (another monitor formed the group first)");
+        match membership::join::empty_start(&config, &rpc).await {
+            // Every member initializes with the same membership: openraft allows it, and no
+            // node has to be told to go first.
+            Ok(Start::Initialize) => {
+                if let Err(err) = raft.initialize(members).await {
+                    tracing::debug!("initialize: {err} (another monitor formed the group first)");
+                }
+            }
+            Ok(Start::AwaitAdd) => {}
+            Err(refused) => {
+                if let Err(err) = raft.shutdown().await {
+                    tracing::warn!("raft shutdown: {err}");
+                }
+                drop((raft, sm));
+                if !store.close(Duration::from_secs(10)).await {
+                    tracing::warn!("the raft database is still in use 10 s after shutdown");
+                }
+                return Err(refused);
+            }
         }
+    } else if config.join {
+        tracing::info!("--join ignored: the data directory holds Raft state, rejoining with it");
     }
     // The lease ends a heartbeat before followers may vote again: a margin for the delay
     // between openraft's metrics report and our reading of it.
@@ -175,6 +204,7 @@ pub async fn run(
         .election_max
         .saturating_sub(config.raft.heartbeat);
     let (lease, lease_task) = Lease::follow(&raft, lease_age);
+    let admin = membership::Admin::new(config.id, raft.clone(), heard, rpc);
     let monitor = Arc::new(Monitor::new(
         config.id,
         raft.clone(),
@@ -182,6 +212,7 @@ pub async fn run(
         lease,
         config.timings,
         config.raft.election_max * 2,
+        admin,
     ));
     tracing::info!(
         "monitor {} listening on {}",

@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 use viewkv_raft::network::DispatchError;
-use viewkv_raft::{dispatch, Command, NodeId, Raft};
+use viewkv_raft::{dispatch_noting, Command, NodeId, Raft};
 
 use super::api::{PingReply, RecoverReply, RecoverRequest, ViewReply, PING, RECOVER, STATUS, VIEW};
 use super::format::encode_decision;
 use super::lease::{leader_hint, Lease};
+use super::membership::{self, Admin};
 use super::state_machine::StateMachine;
 use crate::net::{bad_request, bincode_reply, decode, json_reply, not_found, Handler};
 use crate::net::{Gauge, HttpRequest, HttpResponse};
@@ -47,6 +48,8 @@ pub struct Monitor {
     /// The decider, present only while we lead. Pings and ticks take turns on it, so decisions
     /// are computed from the state the previous decision left.
     slot: Mutex<Option<Slot>>,
+    /// Membership: lists and changes the group, and records the peers heard from over Raft.
+    admin: Admin,
 }
 
 /// Why a decision could not be committed.
@@ -65,6 +68,7 @@ impl Monitor {
         lease: Lease,
         timings: Timings,
         write_timeout: Duration,
+        admin: Admin,
     ) -> Monitor {
         Monitor {
             id,
@@ -75,6 +79,7 @@ impl Monitor {
             write_timeout,
             requests: AtomicU64::new(0),
             slot: Mutex::new(None),
+            admin,
         }
     }
 
@@ -360,7 +365,14 @@ impl Handler for Monitor {
                 Err(err) => bad_request(err),
             },
             STATUS => json_reply(&self.status().await),
-            _ => match dispatch(&self.raft, &path, request.body()).await {
+            membership::MEMBERS | membership::CHANGE_MEMBERS => {
+                self.admin.handle(&path, request.body()).await
+            }
+            _ => match dispatch_noting(&self.raft, &path, request.body(), &|id| {
+                self.admin.note_heard(id)
+            })
+            .await
+            {
                 Ok(body) => {
                     let mut response = HttpResponse::new(body.into());
                     response.headers_mut().insert(

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use super::wait_for;
 use crate::client::{Client, ClientOptions};
 use crate::kv::{self, Limits, ServerConfig};
+use crate::monitor::membership::MembersClient;
 use crate::monitor::{self, MonitorClient, MonitorConfig, MonitorError, RaftTimings};
 use crate::net::{Faults, RpcClient, Secret, Tls};
 use crate::view::{Timings, View};
@@ -43,6 +44,9 @@ pub struct ClusterOptions {
     /// TLS for every node's listener and every harness client's calls, if any (all nodes and
     /// clients share one certificate: the harness tests the transport, not identities).
     pub tls: Option<Tls>,
+    /// Monitors [`Cluster::start`] leaves unstarted (their first start comes later, through
+    /// [`Cluster::start_monitor`]): a monitor that joins the group's formation late.
+    pub late_monitors: Vec<u64>,
 }
 
 impl ClusterOptions {
@@ -75,6 +79,7 @@ impl ClusterOptions {
             transfer_chunk_bytes: kv::MAX_CHUNK_BYTES,
             secret: None,
             tls: None,
+            late_monitors: Vec::new(),
         }
     }
 }
@@ -175,7 +180,9 @@ impl Cluster {
             observer,
         };
         for (id, listener) in listeners {
-            cluster.launch_monitor(id, listener);
+            if !cluster.options.late_monitors.contains(&id) {
+                cluster.launch_monitor(id, listener, false);
+            }
         }
         cluster.wait_leader(Duration::from_secs(20)).await;
         cluster
@@ -228,7 +235,7 @@ impl Cluster {
         }
     }
 
-    fn launch_monitor(&mut self, id: u64, listener: TcpListener) {
+    fn launch_monitor(&mut self, id: u64, listener: TcpListener, join: bool) {
         let peers: BTreeMap<u64, String> = self
             .monitors
             .iter()
@@ -246,11 +253,19 @@ impl Cluster {
             raft: self.options.raft.clone(),
             secret: self.options.secret.clone(),
             tls: self.options.tls.clone(),
+            join,
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(monitor::run(config, listener, rpc, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            let ran = monitor::run(config, listener, rpc, async {
+                let _ = stopped.await;
+            })
+            .await;
+            if let Err(err) = &ran {
+                tracing::warn!("testkit: monitor {id} stopped: {err}");
+            }
+            ran
+        });
         slot.running = Some(Running { stop, task });
     }
 
@@ -267,27 +282,61 @@ impl Cluster {
 
     /// Restart a crashed monitor from its data directory, on the same address.
     pub async fn restart_monitor(&mut self, id: u64) {
-        tracing::info!("testkit: restart monitor {id}");
-        let addr = self.monitor_addr(id);
-        let listener = bind(&addr).await;
-        self.launch_monitor(id, listener);
+        self.start_monitor(id, false).await;
     }
 
-    /// Erase the data directory of crashed monitor `id`: a disk lost for good.
+    /// Start a crashed monitor on the same address, with `--join` if `join`.
+    pub async fn start_monitor(&mut self, id: u64, join: bool) {
+        tracing::info!("testkit: start monitor {id} (join: {join})");
+        let addr = self.monitor_addr(id);
+        let listener = bind(&addr).await;
+        self.launch_monitor(id, listener, join);
+    }
+
+    /// Empty the data directory of crashed monitor `id`: a replaced disk.
     pub fn wipe_monitor(&mut self, id: u64) {
-        assert!(
-            !self.monitor_running(id),
-            "wipe monitor {id}: crash it first"
-        );
+        if self.monitor_running(id) {
+            panic!("wipe_monitor({id}): crash it first");
+        }
         let Some(slot) = self.monitors.get(&id) else {
             panic!("no monitor {id}");
         };
-        tracing::info!("testkit: wipe monitor {id}");
-        if let Err(err) =
-            std::fs::remove_dir_all(&slot.dir).and_then(|()| std::fs::create_dir_all(&slot.dir))
-        {
-            panic!("wiping {}: {err}", slot.dir.display());
+        if let Err(err) = std::fs::remove_dir_all(&slot.dir) {
+            panic!("cannot wipe {}: {err}", slot.dir.display());
         }
+    }
+
+    /// Start crashed monitor `id` (with `--join` if `join`), expecting it to refuse to start:
+    /// its error. Panics if it is still running after `deadline`, or stops without an error.
+    pub async fn start_monitor_refused(
+        &mut self,
+        id: u64,
+        join: bool,
+        deadline: Duration,
+    ) -> MonitorError {
+        self.start_monitor(id, join).await;
+        let what = format!("monitor {id} to refuse to start");
+        wait_for(&what, deadline, || async {
+            let slot = self.monitors.get(&id)?;
+            slot.running.as_ref()?.task.is_finished().then_some(())
+        })
+        .await;
+        let Some(running) = self.monitors.get_mut(&id).and_then(|s| s.running.take()) else {
+            panic!("monitor {id} is not running");
+        };
+        match running.stop(&format!("monitor {id}")).await {
+            Ok(()) => panic!("monitor {id} stopped without an error"),
+            Err(err) => err,
+        }
+    }
+
+    /// A membership client (`viewkv monitors ...`) reaching every monitor out of band.
+    pub fn members_client(&self) -> MembersClient {
+        MembersClient::new(
+            self.observer.clone(),
+            self.monitor_addrs(),
+            Duration::from_secs(2),
+        )
     }
 
     /// Whether monitor `id` is up.

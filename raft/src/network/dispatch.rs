@@ -4,7 +4,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 
 use super::{decode, encode, RAFT_APPEND, RAFT_SNAPSHOT, RAFT_VOTE};
-use crate::{Raft, TypeConfig};
+use crate::{NodeId, Raft, TypeConfig};
 
 /// Why a request body could not be handed to Raft.
 #[derive(Debug, thiserror::Error)]
@@ -22,18 +22,43 @@ pub enum DispatchError {
 /// The answer is the bincode encoding of whatever the `Raft` method returned, errors included,
 /// so the caller sees remote Raft errors faithfully.
 pub async fn dispatch(raft: &Raft, path: &str, body: &[u8]) -> Result<Vec<u8>, DispatchError> {
+    dispatch_noting(raft, path, body, &|_| {}).await
+}
+
+/// [`dispatch`], telling `heard` the sender's id (the leader or candidate named in the
+/// request's vote) when Raft accepted the request.
+pub async fn dispatch_noting(
+    raft: &Raft,
+    path: &str,
+    body: &[u8],
+    heard: &(dyn Fn(NodeId) + Send + Sync),
+) -> Result<Vec<u8>, DispatchError> {
+    let note = |sender: Option<NodeId>, ok: bool| {
+        if let (Some(sender), true) = (sender, ok) {
+            heard(sender);
+        }
+    };
     match path {
         RAFT_APPEND => {
             let req: AppendEntriesRequest<TypeConfig> = decode_request(body)?;
-            encode_response(&raft.append_entries(req).await)
+            let sender = req.vote.leader_id().voted_for();
+            let result = raft.append_entries(req).await;
+            note(sender, result.is_ok());
+            encode_response(&result)
         }
         RAFT_VOTE => {
-            let req: VoteRequest<crate::NodeId> = decode_request(body)?;
-            encode_response(&raft.vote(req).await)
+            let req: VoteRequest<NodeId> = decode_request(body)?;
+            let sender = req.vote.leader_id().voted_for();
+            let result = raft.vote(req).await;
+            note(sender, result.is_ok());
+            encode_response(&result)
         }
         RAFT_SNAPSHOT => {
             let req: InstallSnapshotRequest<TypeConfig> = decode_request(body)?;
-            encode_response(&raft.install_snapshot(req).await)
+            let sender = req.vote.leader_id().voted_for();
+            let result = raft.install_snapshot(req).await;
+            note(sender, result.is_ok());
+            encode_response(&result)
         }
         other => Err(DispatchError::UnknownPath(other.to_string())),
     }
