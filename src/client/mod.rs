@@ -111,6 +111,13 @@ impl Client {
         self.router.view_reads()
     }
 
+    /// Run any operation at most once (what `get`, `put`, ... do; front doors such as the
+    /// Redis protocol use it for the operations without a method of their own). Its reply as
+    /// [`Op`] describes it.
+    pub async fn execute(&mut self, op: Op) -> Result<Option<Vec<u8>>, ClientError> {
+        self.call(op).await
+    }
+
     async fn call(&mut self, op: Op) -> Result<Option<Vec<u8>>, ClientError> {
         self.seq += 1;
         let deadline = self.router.options().deadline;

@@ -60,6 +60,50 @@ pub enum Op {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
+    /// Set the value if `when` allows (Redis's `SET` with `NX`/`XX`/`GET`). Reply: with `get`,
+    /// the previous value; without, `Some(b"")` if the value was written and `None` if not.
+    Set {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The new value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        /// Whether the key must be absent or present for the write to happen.
+        when: When,
+        /// Reply with the previous value.
+        get: bool,
+    },
+    /// Add `by` to the value read as a decimal 64-bit integer (absent: 0); reply with the new
+    /// value in decimal. A value that is not such an integer, or an overflow: `Invalid`.
+    IncrBy {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// What to add.
+        by: i64,
+    },
+    /// Append to the value (absent: empty); reply with the new length in decimal (Redis's
+    /// `APPEND`).
+    AppendLen {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// What to append.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+}
+
+/// When an [`Op::Set`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum When {
+    /// Always.
+    Always,
+    /// Only if the key is absent (`NX`).
+    Absent,
+    /// Only if the key is present (`XX`).
+    Present,
 }
 
 impl Op {
@@ -70,7 +114,10 @@ impl Op {
             | Op::Put { key, .. }
             | Op::Append { key, .. }
             | Op::PutHash { key, .. }
-            | Op::Delete { key } => key,
+            | Op::Delete { key }
+            | Op::Set { key, .. }
+            | Op::IncrBy { key, .. }
+            | Op::AppendLen { key, .. } => key,
         }
     }
 
@@ -82,10 +129,12 @@ impl Op {
     /// The value it carries, if any.
     pub fn value(&self) -> Option<&[u8]> {
         match self {
-            Op::Put { value, .. } | Op::Append { value, .. } | Op::PutHash { value, .. } => {
-                Some(value)
-            }
-            Op::Get { .. } | Op::Delete { .. } => None,
+            Op::Put { value, .. }
+            | Op::Append { value, .. }
+            | Op::PutHash { value, .. }
+            | Op::Set { value, .. }
+            | Op::AppendLen { value, .. } => Some(value),
+            Op::Get { .. } | Op::Delete { .. } | Op::IncrBy { .. } => None,
         }
     }
 }
@@ -162,6 +211,13 @@ pub enum KvError {
     DumpUnknown {
         /// The dump's id.
         dump: u64,
+    },
+    /// The operation does not apply to the value it found (e.g. `IncrBy` of a value that is
+    /// not an integer); nothing was changed.
+    #[error("{reason}")]
+    Invalid {
+        /// Why, in Redis's words where Redis has them.
+        reason: String,
     },
     /// Fewer servers than `min_copies` hold the write yet: it is applied on the primary and
     /// will be confirmed once a backup is in sync; retry the same request.

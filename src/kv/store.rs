@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{KvError, Op, Reply, Request};
+use super::api::{KvError, Op, Reply, Request, When};
 use super::data::{Data, Record};
 use super::sessions::{Lookup, Session, SessionBounds, Sessions};
 
@@ -66,6 +66,12 @@ pub struct Store {
     /// The service clock: the latest entry time stamp applied (ms). Replicated with the state,
     /// so a new primary continues it instead of starting from its own clock.
     clock_ms: u64,
+}
+
+fn invalid(reason: &str) -> Reply {
+    Reply::Err(KvError::Invalid {
+        reason: reason.to_string(),
+    })
 }
 
 fn too_large(what: &str, size: usize, limits: &Limits) -> Reply {
@@ -153,6 +159,53 @@ impl Store {
                 Reply::Ok(previous(self.data.set(key, hash.as_bytes())))
             }
             Op::Delete { key } => Reply::Ok(previous(self.data.remove(key))),
+            Op::Set {
+                key,
+                value,
+                when,
+                get,
+            } => {
+                let exists = self.data.get(key).is_some();
+                let write = match when {
+                    When::Always => true,
+                    When::Absent => !exists,
+                    When::Present => exists,
+                };
+                let old = if write {
+                    previous(self.data.set(key, value))
+                } else {
+                    self.data.get(key).map(<[u8]>::to_vec)
+                };
+                match (get, write) {
+                    (true, _) => Reply::Ok(old),
+                    (false, true) => Reply::Ok(Some(Vec::new())),
+                    (false, false) => Reply::Ok(None),
+                }
+            }
+            Op::IncrBy { key, by } => {
+                let old = self.data.get(key).unwrap_or(b"0");
+                let parsed = std::str::from_utf8(old)
+                    .ok()
+                    .and_then(|text| text.parse::<i64>().ok());
+                let Some(old) = parsed else {
+                    return invalid("value is not an integer or out of range");
+                };
+                let Some(new) = old.checked_add(*by) else {
+                    return invalid("increment or decrement would overflow");
+                };
+                let new = new.to_string();
+                self.data.set(key, new.as_bytes());
+                Reply::Ok(Some(new.into_bytes()))
+            }
+            Op::AppendLen { key, value } => {
+                let old = self.data.get(key).unwrap_or_default();
+                if old.len() + value.len() > limits.max_value {
+                    return too_large("resulting value", old.len() + value.len(), &limits);
+                }
+                let new = [old, value].concat();
+                self.data.set(key, &new);
+                Reply::Ok(Some(new.len().to_string().into_bytes()))
+            }
         }
     }
 
@@ -376,5 +429,65 @@ mod tests {
         assert_eq!(copy.apply(&req(1, 2, put(b"x", b"y")), 4), Reply::Ok(None));
         assert_eq!(copy.data().get(b"x"), Some(&b"y"[..]));
         assert_eq!(copy.sessions().len(), 1);
+    }
+
+    #[test]
+    fn redis_style_writes_follow_redis() {
+        let mut store = Store::new(Limits::default());
+        let mut seq = 0;
+        let mut run = |store: &mut Store, op: Op| {
+            seq += 1;
+            store.apply(&req(1, seq, op), 0)
+        };
+        let set = |value: &str, when: When, get: bool| Op::Set {
+            key: b"k".to_vec(),
+            value: value.into(),
+            when,
+            get,
+        };
+        let ok = Reply::Ok(Some(Vec::new()));
+        assert_eq!(
+            run(&mut store, set("a", When::Present, false)),
+            Reply::Ok(None)
+        );
+        assert_eq!(run(&mut store, set("a", When::Absent, false)), ok);
+        assert_eq!(
+            run(&mut store, set("b", When::Absent, false)),
+            Reply::Ok(None)
+        );
+        assert_eq!(store.data().get(b"k"), Some(&b"a"[..]));
+        assert_eq!(
+            run(&mut store, set("c", When::Present, true)),
+            Reply::Ok(Some(b"a".to_vec()))
+        );
+        assert_eq!(run(&mut store, set("d", When::Always, false)), ok);
+        assert_eq!(store.data().get(b"k"), Some(&b"d"[..]));
+
+        let incr = |by: i64| Op::IncrBy {
+            key: b"n".to_vec(),
+            by,
+        };
+        assert_eq!(run(&mut store, incr(5)), Reply::Ok(Some(b"5".to_vec())));
+        assert_eq!(run(&mut store, incr(-7)), Reply::Ok(Some(b"-2".to_vec())));
+        assert!(matches!(
+            run(&mut store, incr(i64::MIN)),
+            Reply::Err(KvError::Invalid { reason }) if reason.contains("overflow")
+        ));
+        let not_a_number = Op::IncrBy {
+            key: b"k".to_vec(),
+            by: 1,
+        };
+        assert!(matches!(
+            run(&mut store, not_a_number),
+            Reply::Err(KvError::Invalid { reason }) if reason.contains("not an integer")
+        ));
+        assert_eq!(store.data().get(b"k"), Some(&b"d"[..]), "nothing changed");
+
+        let append = Op::AppendLen {
+            key: b"k".to_vec(),
+            value: b"xyz".to_vec(),
+        };
+        assert_eq!(run(&mut store, append), Reply::Ok(Some(b"4".to_vec())));
+        assert_eq!(store.data().get(b"k"), Some(&b"dxyz"[..]));
     }
 }
