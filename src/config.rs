@@ -60,6 +60,8 @@ pub struct ServerEntry {
     pub addr: String,
     /// Stable name (default: the address).
     pub id: Option<String>,
+    /// Where it also serves the Redis protocol, if anywhere.
+    pub resp: Option<String>,
 }
 
 /// `[timings]`: every field optional; absent ones take the defaults.

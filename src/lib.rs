@@ -5,6 +5,7 @@ pub mod config;
 pub mod kv;
 pub mod monitor;
 pub mod net;
+pub mod resp;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod view;

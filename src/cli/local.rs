@@ -14,12 +14,17 @@ pub enum Kind {
     Server,
 }
 
+/// A kv server to start: its address, and where it serves the Redis protocol (if anywhere).
+pub type ServerAddrs = (String, Option<String>);
+
 /// One node: how to start it, and its process.
 pub struct Node {
     /// Monitor or kv server.
     pub kind: Kind,
     /// Its address.
     pub addr: String,
+    /// Where a kv server serves the Redis protocol, if it does.
+    pub resp: Option<String>,
     /// Its arguments, to start it again the same way.
     args: Vec<String>,
     /// Its log file.
@@ -51,7 +56,7 @@ impl LocalCluster {
     /// `extra` arguments too.
     pub fn start(
         peers: Vec<(u64, String)>,
-        servers: Vec<String>,
+        servers: Vec<ServerAddrs>,
         dir: &Path,
         extra: &[String],
     ) -> anyhow::Result<LocalCluster> {
@@ -69,12 +74,13 @@ impl LocalCluster {
             nodes.push(Node {
                 kind: Kind::Monitor(*id),
                 addr: addr.clone(),
+                resp: None,
                 args,
                 log,
                 proc,
             });
         }
-        for addr in &servers {
+        for (addr, resp) in &servers {
             let mut args = vec![
                 "server".to_string(),
                 "--listen".into(),
@@ -82,12 +88,16 @@ impl LocalCluster {
                 "--monitors".into(),
                 monitor_list.clone(),
             ];
+            if let Some(resp) = resp {
+                args.extend(["--resp-listen".into(), resp.clone()]);
+            }
             args.extend(extra.iter().cloned());
             let log = dir.join(format!("server-{}.log", addr.replace(':', "_")));
             let proc = Proc::spawn(&format!("server {addr}"), &args, &log)?;
             nodes.push(Node {
                 kind: Kind::Server,
                 addr: addr.clone(),
+                resp: resp.clone(),
                 args,
                 log,
                 proc,
@@ -102,7 +112,7 @@ impl LocalCluster {
             .map(|id| Ok((id, format!("127.0.0.1:{}", free_port()?))))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let servers = (0..3)
-            .map(|_| Ok(format!("127.0.0.1:{}", free_port()?)))
+            .map(|_| Ok((format!("127.0.0.1:{}", free_port()?), None)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         LocalCluster::start(peers, servers, dir, &[])
     }

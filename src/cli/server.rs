@@ -40,6 +40,10 @@ pub struct Args {
     /// else 2].
     #[arg(long)]
     min_copies: Option<u32>,
+    /// Also serve the Redis protocol (RESP2) here, e.g. 127.0.0.1:6379: redis-cli and Redis
+    /// client libraries work against it; AUTH with the cluster secret if there is one.
+    #[arg(long)]
+    resp_listen: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -94,6 +98,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rpc = RpcClient::new(&args.listen, None)
         .with_secret(config.secret.clone())
         .with_tls(config.tls.as_ref());
-    viewkv::kv::run(config, listener, rpc, stop_signal()).await;
+    let resp = match &args.resp_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for the Redis protocol on {addr}"))?,
+        ),
+        None => None,
+    };
+    viewkv::kv::run_with_resp(config, listener, resp, rpc, stop_signal()).await;
     Ok(ExitCode::SUCCESS)
 }

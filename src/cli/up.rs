@@ -29,6 +29,10 @@ pub struct Args {
     /// Take addresses and timings from a cluster file instead (see config/local.toml).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Give the kv servers Redis-protocol ports from this one up (6379, 6380, ...); 0: none.
+    /// A cluster file's servers take their `resp` address instead.
+    #[arg(long, default_value_t = 6379)]
+    resp_port: u16,
 }
 
 /// The data directory, and whether we made it (and so delete it on exit).
@@ -59,16 +63,35 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|m| (m.id, m.addr.clone()))
             .collect()
     };
-    let servers: Vec<String> = if file.servers.is_empty() {
+    let servers: Vec<(String, Option<String>)> = if file.servers.is_empty() {
         (1..=args.servers)
-            .map(|i| format!("127.0.0.1:{}", 7100 + i))
+            .map(|i| {
+                let resp = (args.resp_port > 0)
+                    .then(|| format!("127.0.0.1:{}", u32::from(args.resp_port) + u32::from(i) - 1));
+                (format!("127.0.0.1:{}", 7100 + i), resp)
+            })
             .collect()
     } else {
-        file.servers.iter().map(|s| s.addr.clone()).collect()
+        file.servers
+            .iter()
+            .map(|s| (s.addr.clone(), s.resp.clone()))
+            .collect()
     };
-    for addr in peers.iter().map(|(_, a)| a).chain(&servers) {
+    for addr in peers
+        .iter()
+        .map(|(_, a)| a)
+        .chain(servers.iter().map(|(a, _)| a))
+    {
         if std::net::TcpListener::bind(addr).is_err() {
             bail!("{addr} is in use (is another `viewkv up` running?)");
+        }
+    }
+    for addr in servers.iter().filter_map(|(_, resp)| resp.as_ref()) {
+        if std::net::TcpListener::bind(addr).is_err() {
+            bail!(
+                "{addr} is in use (a Redis server, or another `viewkv up`?): give --resp-port \
+                 another first port, or 0 for no Redis-protocol ports"
+            );
         }
     }
     let (dir, temporary) = data_dir(args.data_dir)?;
@@ -114,8 +137,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         dir.display()
     );
     for node in &cluster.nodes {
+        let resp = node
+            .resp
+            .as_ref()
+            .map_or(String::new(), |r| format!("  redis {r}"));
         println!(
-            "  {:<10} {:<16} pid {}",
+            "  {:<10} {:<16} pid {}{resp}",
             node.label(),
             node.addr,
             node.proc.pid()
@@ -125,6 +152,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "Every request must prove the cluster secret in {}; in another terminal, try:",
         secret_path.display()
     );
+    if let Some(resp) = servers.iter().find_map(|(_, resp)| resp.as_ref()) {
+        let (host, port) = resp.rsplit_once(':').unwrap_or((resp.as_str(), "6379"));
+        println!(
+            "  redis-cli -h {host} -p {port} -a \"$(cat {})\" set hello world",
+            secret_path.display()
+        );
+    }
     if tls_args.is_empty() {
         println!(
             "  export VIEWKV_SECRET_FILE={}; viewkv put hello world && viewkv get hello",

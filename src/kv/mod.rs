@@ -31,9 +31,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::client::ClientOptions;
 use crate::monitor::MonitorClient;
 use crate::net::{serve, RpcClient, Secret, ServeLimits, Tls};
 use crate::view::Timings;
+use crate::Client;
 
 /// Everything a kv server needs to start.
 #[derive(Clone, Debug)]
@@ -140,6 +142,17 @@ pub async fn run(
     rpc: RpcClient,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_with_resp(config, listener, None, rpc, shutdown).await;
+}
+
+/// [`run`], also serving the Redis protocol on `resp` if given (see [`crate::resp`]).
+pub async fn run_with_resp(
+    config: ServerConfig,
+    listener: TcpListener,
+    resp: Option<TcpListener>,
+    rpc: RpcClient,
+    shutdown: impl Future<Output = ()>,
+) {
     let tls = match config.tls.as_ref().map(Tls::acceptor).transpose() {
         Ok(tls) => tls,
         Err(err) => {
@@ -147,6 +160,7 @@ pub async fn run(
             return;
         }
     };
+    let rpc_for_resp = rpc.clone();
     let monitors = MonitorClient::new(rpc.clone(), config.monitors.clone(), config.ping_timeout());
     let server = Arc::new(KvServer::new(config, rpc, monitors));
     let me = server.me();
@@ -157,6 +171,10 @@ pub async fn run(
         me.addr
     );
     let pinger = tokio::spawn(server.clone().ping_loop());
+    let resp = resp.map(|listener| {
+        let context = resp_context(&server, rpc_for_resp.clone());
+        tokio::spawn(crate::resp::run(listener, context, std::future::pending()))
+    });
     let secret = server.config.secret.clone();
     serve(
         listener,
@@ -169,5 +187,27 @@ pub async fn run(
     .await;
     pinger.abort();
     let _ = pinger.await;
+    if let Some(resp) = resp {
+        resp.abort();
+        let _ = resp.await;
+    }
     server.stop().await;
+}
+
+/// What the Redis-protocol connections of `server` share: client sessions through `rpc` (which
+/// carries the server's secret and TLS), `AUTH` against the secret, `INFO` from the status.
+fn resp_context(server: &Arc<KvServer>, rpc: RpcClient) -> crate::resp::Context {
+    let config = &server.config;
+    let options = ClientOptions {
+        deadline: Duration::from_secs(10),
+        retry_interval: config.timings.ping_interval,
+        rpc_timeout: config.rpc_timeout + config.confirm_timeout,
+    };
+    let monitors = config.monitors.clone();
+    let status = server.clone();
+    crate::resp::Context {
+        new_client: Box::new(move || Client::with_rpc(rpc.clone(), monitors.clone(), options)),
+        secret: config.secret.clone(),
+        status: Box::new(move || status.status()),
+    }
 }

@@ -1,0 +1,465 @@
+//! Redis commands as viewkv understands them: a frame's arguments in, a [`Command`] or Redis's
+//! own error text out. Pure: no I/O, tested on argument lists.
+
+use bytes::Bytes;
+
+use crate::kv::api::When;
+
+/// One parsed command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `PING [message]`.
+    Ping(Option<Bytes>),
+    /// `ECHO message`.
+    Echo(Bytes),
+    /// `QUIT`: answer OK, then close.
+    Quit,
+    /// `SELECT 0` (only database 0 exists).
+    Select,
+    /// `HELLO [protover] [AUTH user password] [SETNAME name]`.
+    Hello {
+        /// The protocol version asked for.
+        version: Option<i64>,
+        /// The password given with `AUTH`.
+        password: Option<Bytes>,
+        /// The connection name given with `SETNAME`.
+        name: Option<Bytes>,
+    },
+    /// `AUTH [user] password`.
+    Auth(Bytes),
+    /// `CLIENT SETNAME name`.
+    ClientSetName(Bytes),
+    /// `CLIENT GETNAME`.
+    ClientGetName,
+    /// `CLIENT ID`.
+    ClientId,
+    /// `CLIENT` subcommands answered OK and otherwise ignored (`SETINFO`, `NO-EVICT`, ...).
+    ClientOk,
+    /// `COMMAND`, `COMMAND DOCS`, ...: no command table (an empty answer).
+    CommandTable,
+    /// `COMMAND COUNT`.
+    CommandCount,
+    /// `CONFIG GET pattern`: viewkv has no Redis configuration (an empty answer).
+    ConfigGet,
+    /// `INFO [section]`.
+    Info(Option<String>),
+    /// `DBSIZE`.
+    DbSize,
+    /// `GET key`.
+    Get(Bytes),
+    /// `SET key value [NX|XX] [GET]`, `SETNX`, `GETSET`.
+    Set {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// NX / XX.
+        when: When,
+        /// Reply with the previous value.
+        get: bool,
+        /// Which command this was, for its reply's shape.
+        shape: SetShape,
+    },
+    /// `GETDEL key`.
+    GetDel(Bytes),
+    /// `APPEND key value`.
+    Append(Bytes, Bytes),
+    /// `STRLEN key`.
+    Strlen(Bytes),
+    /// `DEL key...` and `UNLINK key...`.
+    Del(Vec<Bytes>),
+    /// `EXISTS key...`.
+    Exists(Vec<Bytes>),
+    /// `MGET key...`.
+    MGet(Vec<Bytes>),
+    /// `MSET key value ...`.
+    MSet(Vec<(Bytes, Bytes)>),
+    /// `INCR`, `DECR`, `INCRBY`, `DECRBY`.
+    IncrBy(Bytes, i64),
+    /// `TYPE key`.
+    Type(Bytes),
+    /// `PUTHASH key value`: viewkv's own (the seeds' PutHash).
+    PutHash(Bytes, Bytes),
+}
+
+/// How a `SET`-like command answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetShape {
+    /// `SET`: OK, nil when not written, or with GET the old value.
+    Set,
+    /// `SETNX`: 1 if written, else 0.
+    SetNx,
+    /// `GETSET`: the old value.
+    GetSet,
+}
+
+/// A command refused before it ran: Redis's error text, without the leading `-`.
+pub type Refusal = String;
+
+fn arity(name: &str) -> Refusal {
+    format!("ERR wrong number of arguments for '{name}' command")
+}
+
+const SYNTAX: &str = "ERR syntax error";
+const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+
+fn unknown(name: &[u8], args: &[Bytes]) -> Refusal {
+    let mut text = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        String::from_utf8_lossy(name)
+    );
+    for arg in args.iter().take(10) {
+        text.push_str(&format!("'{}' ", String::from_utf8_lossy(arg)));
+    }
+    text
+}
+
+fn integer(arg: &Bytes) -> Result<i64, Refusal> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| NOT_AN_INTEGER.to_string())
+}
+
+/// The command in `args` (its name first), or why it is refused.
+pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
+    let Some((name, rest)) = args.split_first() else {
+        return Err("ERR empty command".into());
+    };
+    let upper = name.to_ascii_uppercase();
+    let lower = String::from_utf8_lossy(name).to_lowercase();
+    let exactly = |n: usize| {
+        if rest.len() == n {
+            Ok(())
+        } else {
+            Err(arity(&lower))
+        }
+    };
+    let at_least = |n: usize| {
+        if rest.len() >= n {
+            Ok(())
+        } else {
+            Err(arity(&lower))
+        }
+    };
+    let arg = |i: usize| rest[i].clone();
+    Ok(match upper.as_slice() {
+        b"PING" => match rest {
+            [] => Command::Ping(None),
+            [message] => Command::Ping(Some(message.clone())),
+            _ => return Err(arity(&lower)),
+        },
+        b"ECHO" => {
+            exactly(1)?;
+            Command::Echo(arg(0))
+        }
+        b"QUIT" => Command::Quit,
+        b"SELECT" => {
+            exactly(1)?;
+            if integer(&arg(0))? != 0 {
+                return Err("ERR DB index is out of range".into());
+            }
+            Command::Select
+        }
+        b"HELLO" => hello(rest)?,
+        b"AUTH" => match rest {
+            [password] | [_, password] => Command::Auth(password.clone()),
+            _ => return Err(arity(&lower)),
+        },
+        b"CLIENT" => client(rest)?,
+        b"COMMAND" => match rest.first().map(|s| s.to_ascii_uppercase()) {
+            Some(sub) if sub == b"COUNT" => Command::CommandCount,
+            _ => Command::CommandTable,
+        },
+        b"CONFIG" => {
+            at_least(1)?;
+            if !rest[0].eq_ignore_ascii_case(b"GET") {
+                return Err(format!(
+                    "ERR viewkv has no Redis configuration: CONFIG {} is not supported",
+                    String::from_utf8_lossy(&rest[0])
+                ));
+            }
+            Command::ConfigGet
+        }
+        b"INFO" => Command::Info(
+            rest.first()
+                .map(|s| String::from_utf8_lossy(s).to_lowercase()),
+        ),
+        b"DBSIZE" => {
+            exactly(0)?;
+            Command::DbSize
+        }
+        b"GET" => {
+            exactly(1)?;
+            Command::Get(arg(0))
+        }
+        b"SET" => set(rest, &lower)?,
+        b"SETNX" => {
+            exactly(2)?;
+            Command::Set {
+                key: arg(0),
+                value: arg(1),
+                when: When::Absent,
+                get: false,
+                shape: SetShape::SetNx,
+            }
+        }
+        b"GETSET" => {
+            exactly(2)?;
+            Command::Set {
+                key: arg(0),
+                value: arg(1),
+                when: When::Always,
+                get: true,
+                shape: SetShape::GetSet,
+            }
+        }
+        b"GETDEL" => {
+            exactly(1)?;
+            Command::GetDel(arg(0))
+        }
+        b"APPEND" => {
+            exactly(2)?;
+            Command::Append(arg(0), arg(1))
+        }
+        b"STRLEN" => {
+            exactly(1)?;
+            Command::Strlen(arg(0))
+        }
+        b"DEL" | b"UNLINK" => {
+            at_least(1)?;
+            Command::Del(rest.to_vec())
+        }
+        b"EXISTS" => {
+            at_least(1)?;
+            Command::Exists(rest.to_vec())
+        }
+        b"MGET" => {
+            at_least(1)?;
+            Command::MGet(rest.to_vec())
+        }
+        b"MSET" => {
+            if rest.is_empty() || rest.len() % 2 != 0 {
+                return Err(arity(&lower));
+            }
+            Command::MSet(
+                rest.chunks(2)
+                    .map(|pair| (pair[0].clone(), pair[1].clone()))
+                    .collect(),
+            )
+        }
+        b"INCR" => {
+            exactly(1)?;
+            Command::IncrBy(arg(0), 1)
+        }
+        b"DECR" => {
+            exactly(1)?;
+            Command::IncrBy(arg(0), -1)
+        }
+        b"INCRBY" => {
+            exactly(2)?;
+            Command::IncrBy(arg(0), integer(&arg(1))?)
+        }
+        b"DECRBY" => {
+            exactly(2)?;
+            let by = integer(&arg(1))?;
+            Command::IncrBy(arg(0), by.checked_neg().ok_or(NOT_AN_INTEGER)?)
+        }
+        b"TYPE" => {
+            exactly(1)?;
+            Command::Type(arg(0))
+        }
+        b"PUTHASH" => {
+            exactly(2)?;
+            Command::PutHash(arg(0), arg(1))
+        }
+        b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" | b"TTL" | b"PTTL" | b"PERSIST"
+        | b"SETEX" | b"PSETEX" | b"GETEX" => {
+            return Err(format!(
+                "ERR viewkv does not support key expiry yet ({})",
+                lower.to_uppercase()
+            ))
+        }
+        b"KEYS" | b"SCAN" | b"FLUSHDB" | b"FLUSHALL" | b"MSETNX" | b"INCRBYFLOAT" | b"MULTI"
+        | b"EXEC" | b"RESET" => {
+            return Err(format!(
+                "ERR viewkv does not support {} yet",
+                lower.to_uppercase()
+            ))
+        }
+        _ => return Err(unknown(name, rest)),
+    })
+}
+
+fn set(rest: &[Bytes], lower: &str) -> Result<Command, Refusal> {
+    let [key, value, options @ ..] = rest else {
+        return Err(arity(lower));
+    };
+    let mut when = When::Always;
+    let mut get = false;
+    for option in options {
+        match option.to_ascii_uppercase().as_slice() {
+            b"NX" if when == When::Always => when = When::Absent,
+            b"XX" if when == When::Always => when = When::Present,
+            b"GET" => get = true,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
+                return Err("ERR viewkv does not support key expiry yet (SET with a TTL)".into())
+            }
+            _ => return Err(SYNTAX.into()),
+        }
+    }
+    Ok(Command::Set {
+        key: key.clone(),
+        value: value.clone(),
+        when,
+        get,
+        shape: SetShape::Set,
+    })
+}
+
+fn hello(rest: &[Bytes]) -> Result<Command, Refusal> {
+    let mut version = None;
+    let mut password = None;
+    let mut name = None;
+    let mut args = rest.iter();
+    if let Some(first) = rest.first() {
+        version = Some(
+            integer(first).map_err(|_| "ERR Protocol version is not an integer or out of range")?,
+        );
+        args.next();
+    }
+    while let Some(option) = args.next() {
+        match option.to_ascii_uppercase().as_slice() {
+            b"AUTH" => {
+                let (Some(_user), Some(pass)) = (args.next(), args.next()) else {
+                    return Err(SYNTAX.into());
+                };
+                password = Some(pass.clone());
+            }
+            b"SETNAME" => {
+                let Some(value) = args.next() else {
+                    return Err(SYNTAX.into());
+                };
+                name = Some(value.clone());
+            }
+            _ => return Err(SYNTAX.into()),
+        }
+    }
+    Ok(Command::Hello {
+        version,
+        password,
+        name,
+    })
+}
+
+fn client(rest: &[Bytes]) -> Result<Command, Refusal> {
+    let Some((sub, args)) = rest.split_first() else {
+        return Err(arity("client"));
+    };
+    Ok(match sub.to_ascii_uppercase().as_slice() {
+        b"SETNAME" => match args {
+            [name] => Command::ClientSetName(name.clone()),
+            _ => return Err(arity("client|setname")),
+        },
+        b"GETNAME" => Command::ClientGetName,
+        b"ID" => Command::ClientId,
+        _ => Command::ClientOk,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<Bytes> {
+        line.split(' ')
+            .map(|word| Bytes::copy_from_slice(word.as_bytes()))
+            .collect()
+    }
+
+    fn parsed(line: &str) -> Result<Command, Refusal> {
+        parse(&args(line))
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_arity_is_checked_in_redis_words() {
+        assert_eq!(parsed("get k"), Ok(Command::Get("k".into())));
+        assert_eq!(parsed("GeT k"), Ok(Command::Get("k".into())));
+        assert_eq!(
+            parsed("get"),
+            Err("ERR wrong number of arguments for 'get' command".into())
+        );
+        assert_eq!(
+            parsed("get a b"),
+            Err("ERR wrong number of arguments for 'get' command".into())
+        );
+        assert_eq!(
+            parsed("frobnicate a b"),
+            Err("ERR unknown command 'frobnicate', with args beginning with: 'a' 'b' ".into())
+        );
+        assert_eq!(parsed("MSET a 1 b"), Err(arity("mset")));
+    }
+
+    #[test]
+    fn set_options_map_to_the_operation() {
+        let set = |when, get, shape| {
+            Ok(Command::Set {
+                key: "k".into(),
+                value: "v".into(),
+                when,
+                get,
+                shape,
+            })
+        };
+        assert_eq!(parsed("SET k v"), set(When::Always, false, SetShape::Set));
+        assert_eq!(
+            parsed("SET k v nx"),
+            set(When::Absent, false, SetShape::Set)
+        );
+        assert_eq!(
+            parsed("SET k v XX GET"),
+            set(When::Present, true, SetShape::Set)
+        );
+        assert_eq!(parsed("SET k v NX XX"), Err(SYNTAX.into()));
+        assert_eq!(parsed("SET k v BOGUS"), Err(SYNTAX.into()));
+        assert!(parsed("SET k v EX 10").is_err_and(|e| e.contains("expiry")));
+        assert_eq!(
+            parsed("SETNX k v"),
+            set(When::Absent, false, SetShape::SetNx)
+        );
+        assert_eq!(
+            parsed("GETSET k v"),
+            set(When::Always, true, SetShape::GetSet)
+        );
+    }
+
+    #[test]
+    fn counters_parse_their_amounts() {
+        assert_eq!(parsed("INCR n"), Ok(Command::IncrBy("n".into(), 1)));
+        assert_eq!(parsed("DECRBY n 5"), Ok(Command::IncrBy("n".into(), -5)));
+        assert_eq!(parsed("INCRBY n x"), Err(NOT_AN_INTEGER.into()));
+        assert_eq!(
+            parsed(&format!("DECRBY n {}", i64::MIN)),
+            Err(NOT_AN_INTEGER.into())
+        );
+    }
+
+    #[test]
+    fn connection_commands_parse() {
+        assert_eq!(
+            parsed("HELLO 3 AUTH default pw SETNAME app"),
+            Ok(Command::Hello {
+                version: Some(3),
+                password: Some("pw".into()),
+                name: Some("app".into()),
+            })
+        );
+        assert_eq!(parsed("AUTH default pw"), Ok(Command::Auth("pw".into())));
+        assert_eq!(parsed("SELECT 0"), Ok(Command::Select));
+        assert!(parsed("SELECT 1").is_err());
+        assert_eq!(parsed("COMMAND COUNT"), Ok(Command::CommandCount));
+        assert_eq!(parsed("COMMAND DOCS"), Ok(Command::CommandTable));
+        assert_eq!(parsed("CLIENT SETINFO lib-name x"), Ok(Command::ClientOk));
+        assert!(parse(&[]).is_err());
+    }
+}

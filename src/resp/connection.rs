@@ -1,0 +1,395 @@
+//! One Redis-protocol connection: commands are read as they come (pipelined ones too), run one
+//! after another through the connection's own client session, and answered in order; the
+//! replies to everything read at once are written at once.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::encode::extend_encode;
+use redis_protocol::resp2::types::BytesFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::command::{parse, Command, SetShape};
+use super::info::info;
+use super::Context;
+use crate::client::ClientError;
+use crate::kv::api::{KvError, Op};
+use crate::Client;
+
+/// Most bytes of one command (a value up to the largest message, with room for its framing).
+const MAX_COMMAND: usize = crate::net::MAX_MESSAGE + (1 << 20);
+
+/// One connection's state.
+struct Connection {
+    /// Its number (`CLIENT ID`).
+    id: u64,
+    /// Its name (`CLIENT SETNAME`).
+    name: Option<Bytes>,
+    /// Whether it proved the cluster secret (always, if the cluster has none).
+    authenticated: bool,
+    /// Its client session: every command runs through the client machinery, so a server that
+    /// is not the primary forwards, and retries are applied at most once.
+    client: Client,
+    /// The server's context.
+    context: Arc<Context>,
+}
+
+fn error(text: impl Into<String>) -> BytesFrame {
+    let text: String = text.into();
+    BytesFrame::Error(text.replace(['\r', '\n'], " ").into())
+}
+
+fn simple(text: &'static str) -> BytesFrame {
+    BytesFrame::SimpleString(Bytes::from_static(text.as_bytes()))
+}
+
+fn bulk(value: Option<Vec<u8>>) -> BytesFrame {
+    value.map_or(BytesFrame::Null, |v| BytesFrame::BulkString(v.into()))
+}
+
+/// A client library error as a Redis error reply.
+fn failure(err: ClientError) -> BytesFrame {
+    match err {
+        ClientError::Refused(KvError::Invalid { reason }) => error(format!("ERR {reason}")),
+        ClientError::Refused(KvError::NoReplicas { .. }) => {
+            error("NOREPLICAS Not enough good replicas to write.")
+        }
+        ClientError::Unauthorized(why) => error(format!("NOAUTH {why}")),
+        other => error(format!("ERR {other}")),
+    }
+}
+
+/// The arguments of a request frame: an array of strings.
+fn arguments(frame: BytesFrame) -> Result<Vec<Bytes>, String> {
+    let BytesFrame::Array(items) = frame else {
+        return Err("ERR Protocol error: expected an array of bulk strings".into());
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Ok(b),
+            BytesFrame::Integer(i) => Ok(Bytes::from(i.to_string())),
+            _ => Err("ERR Protocol error: expected an array of bulk strings".to_string()),
+        })
+        .collect()
+}
+
+/// An inline command (`PING\r\n`, as typed into telnet) at the start of `buf`, if a whole line
+/// is there.
+fn inline(buf: &mut BytesMut) -> Option<Vec<Bytes>> {
+    let end = buf.iter().position(|b| *b == b'\n')?;
+    let line = buf.split_to(end + 1).freeze();
+    Some(
+        line.split(|b| b.is_ascii_whitespace())
+            .filter(|word| !word.is_empty())
+            .map(|word| line.slice_ref(word))
+            .collect(),
+    )
+}
+
+/// What became of one command.
+enum Outcome {
+    /// Answer and go on.
+    Reply(BytesFrame),
+    /// Answer, then close the connection.
+    Close(BytesFrame),
+}
+
+impl Connection {
+    async fn run(mut self, mut stream: TcpStream) {
+        let mut input = BytesMut::with_capacity(16 << 10);
+        let mut output = BytesMut::with_capacity(16 << 10);
+        loop {
+            let mut closing = false;
+            while !closing {
+                let args = if input.first().is_some_and(|b| *b != b'*') {
+                    match inline(&mut input) {
+                        Some(args) if args.is_empty() => continue,
+                        Some(args) => Ok(args),
+                        None => break,
+                    }
+                } else {
+                    match decode_bytes_mut(&mut input) {
+                        Ok(Some((frame, _, _))) => arguments(frame),
+                        Ok(None) => break,
+                        Err(err) => {
+                            closing = true;
+                            Err(format!("ERR Protocol error: {err}"))
+                        }
+                    }
+                };
+                let outcome = match args {
+                    Ok(args) => self.command(&args).await,
+                    Err(refusal) => Outcome::Close(error(refusal)),
+                };
+                let frame = match outcome {
+                    Outcome::Reply(frame) => frame,
+                    Outcome::Close(frame) => {
+                        closing = true;
+                        frame
+                    }
+                };
+                if extend_encode(&mut output, &frame, false).is_err() {
+                    return;
+                }
+            }
+            if !output.is_empty() {
+                if stream.write_all(&output).await.is_err() {
+                    return;
+                }
+                output.clear();
+            }
+            if closing {
+                return;
+            }
+            if input.len() > MAX_COMMAND {
+                let frame = error("ERR Protocol error: command too large");
+                let _ = extend_encode(&mut output, &frame, false);
+                let _ = stream.write_all(&output).await;
+                return;
+            }
+            match stream.read_buf(&mut input).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Run one command.
+    async fn command(&mut self, args: &[Bytes]) -> Outcome {
+        let command = match parse(args) {
+            Ok(command) => command,
+            Err(refusal) => return Outcome::Reply(error(refusal)),
+        };
+        let open = matches!(
+            command,
+            Command::Auth(_) | Command::Hello { .. } | Command::Quit
+        );
+        if !self.authenticated && !open {
+            return Outcome::Reply(error("NOAUTH Authentication required."));
+        }
+        match command {
+            Command::Quit => Outcome::Close(simple("OK")),
+            other => Outcome::Reply(self.run_command(other).await),
+        }
+    }
+
+    /// Whether `password` is the cluster secret.
+    fn proves(&self, password: &[u8]) -> bool {
+        match &self.context.secret {
+            Some(secret) => {
+                let mut header = b"Bearer ".to_vec();
+                header.extend_from_slice(password);
+                secret.admits(Some(&header))
+            }
+            None => false,
+        }
+    }
+
+    async fn run_command(&mut self, command: Command) -> BytesFrame {
+        let client = &mut self.client;
+        match command {
+            Command::Ping(None) => simple("PONG"),
+            Command::Ping(Some(message)) | Command::Echo(message) => {
+                BytesFrame::BulkString(message)
+            }
+            Command::Quit => simple("OK"),
+            Command::Select | Command::ClientOk => simple("OK"),
+            Command::Auth(password) => {
+                if self.context.secret.is_none() {
+                    return error(
+                        "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                    );
+                }
+                if self.proves(&password) {
+                    self.authenticated = true;
+                    simple("OK")
+                } else {
+                    error("WRONGPASS invalid username-password pair or user is disabled.")
+                }
+            }
+            Command::Hello {
+                version,
+                password,
+                name,
+            } => {
+                if let Some(password) = password {
+                    if !self.proves(&password) {
+                        return error(
+                            "WRONGPASS invalid username-password pair or user is disabled.",
+                        );
+                    }
+                    self.authenticated = true;
+                }
+                if !self.authenticated {
+                    return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+                }
+                if version.is_some_and(|v| v != 2) {
+                    return error("NOPROTO unsupported protocol version");
+                }
+                if name.is_some() {
+                    self.name = name;
+                }
+                let field = |k: &'static str, v: BytesFrame| {
+                    [BytesFrame::BulkString(Bytes::from_static(k.as_bytes())), v]
+                };
+                let text = |t: &str| BytesFrame::BulkString(Bytes::copy_from_slice(t.as_bytes()));
+                BytesFrame::Array(
+                    [
+                        field("server", text("viewkv")),
+                        field("version", text(super::REDIS_VERSION)),
+                        field("proto", BytesFrame::Integer(2)),
+                        field("id", BytesFrame::Integer(self.id as i64)),
+                        field("mode", text("standalone")),
+                        field("role", text("master")),
+                        field("modules", BytesFrame::Array(Vec::new())),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                )
+            }
+            Command::ClientSetName(name) => {
+                self.name = Some(name);
+                simple("OK")
+            }
+            Command::ClientGetName => bulk(self.name.as_ref().map(|n| n.to_vec())),
+            Command::ClientId => BytesFrame::Integer(self.id as i64),
+            Command::CommandTable | Command::ConfigGet => BytesFrame::Array(Vec::new()),
+            Command::CommandCount => BytesFrame::Integer(super::COMMANDS as i64),
+            Command::Info(section) => {
+                let status = (self.context.status)();
+                let keys = client.count().await.ok();
+                BytesFrame::BulkString(info(&status, keys, section.as_deref()).into())
+            }
+            Command::DbSize => match client.count().await {
+                Ok(keys) => BytesFrame::Integer(keys as i64),
+                Err(err) => failure(err),
+            },
+            Command::Get(key) => match client.get(&key).await {
+                Ok(value) => bulk(value),
+                Err(err) => failure(err),
+            },
+            Command::Set {
+                key,
+                value,
+                when,
+                get,
+                shape,
+            } => {
+                let op = Op::Set {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    when,
+                    get,
+                };
+                match (client.execute(op).await, shape) {
+                    (Err(err), _) => failure(err),
+                    (Ok(previous), SetShape::GetSet) => bulk(previous),
+                    (Ok(previous), SetShape::Set) if get => bulk(previous),
+                    (Ok(Some(_)), SetShape::Set) => simple("OK"),
+                    (Ok(None), SetShape::Set) => BytesFrame::Null,
+                    (Ok(written), SetShape::SetNx) => {
+                        BytesFrame::Integer(i64::from(written.is_some()))
+                    }
+                }
+            }
+            Command::GetDel(key) => match client.delete(&key).await {
+                Ok(previous) => bulk(previous),
+                Err(err) => failure(err),
+            },
+            Command::Append(key, value) => {
+                let op = Op::AppendLen {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                };
+                decimal(client.execute(op).await)
+            }
+            Command::Strlen(key) => match client.get(&key).await {
+                Ok(value) => BytesFrame::Integer(value.map_or(0, |v| v.len()) as i64),
+                Err(err) => failure(err),
+            },
+            Command::Del(keys) => {
+                let mut removed = 0;
+                for key in keys {
+                    match client.delete(&key).await {
+                        Ok(previous) => removed += i64::from(previous.is_some()),
+                        Err(err) => return failure(err),
+                    }
+                }
+                BytesFrame::Integer(removed)
+            }
+            Command::Exists(keys) => {
+                let mut present = 0;
+                for key in keys {
+                    match client.get(&key).await {
+                        Ok(value) => present += i64::from(value.is_some()),
+                        Err(err) => return failure(err),
+                    }
+                }
+                BytesFrame::Integer(present)
+            }
+            Command::MGet(keys) => {
+                let mut values = Vec::with_capacity(keys.len());
+                for key in keys {
+                    match client.get(&key).await {
+                        Ok(value) => values.push(bulk(value)),
+                        Err(err) => return failure(err),
+                    }
+                }
+                BytesFrame::Array(values)
+            }
+            Command::MSet(pairs) => {
+                for (key, value) in pairs {
+                    if let Err(err) = client.put(&key, &value).await {
+                        return failure(err);
+                    }
+                }
+                simple("OK")
+            }
+            Command::IncrBy(key, by) => {
+                let op = Op::IncrBy {
+                    key: key.to_vec(),
+                    by,
+                };
+                decimal(client.execute(op).await)
+            }
+            Command::Type(key) => match client.get(&key).await {
+                Ok(Some(_)) => simple("string"),
+                Ok(None) => simple("none"),
+                Err(err) => failure(err),
+            },
+            Command::PutHash(key, value) => match client.put_hash(&key, &value).await {
+                Ok(previous) => bulk(previous),
+                Err(err) => failure(err),
+            },
+        }
+    }
+}
+
+/// A reply carrying a decimal integer (`IncrBy`, `AppendLen`) as an integer frame.
+fn decimal(result: Result<Option<Vec<u8>>, ClientError>) -> BytesFrame {
+    match result {
+        Ok(Some(text)) => match std::str::from_utf8(&text).ok().and_then(|t| t.parse().ok()) {
+            Some(n) => BytesFrame::Integer(n),
+            None => error("ERR the server answered with something other than an integer"),
+        },
+        Ok(None) => error("ERR the server answered with nothing"),
+        Err(err) => failure(err),
+    }
+}
+
+/// Serve one connection until its client closes it (or sends something unreadable).
+pub async fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
+    let _ = stream.set_nodelay(true);
+    let connection = Connection {
+        id,
+        name: None,
+        authenticated: context.secret.is_none(),
+        client: (context.new_client)(),
+        context,
+    };
+    connection.run(stream).await;
+}
