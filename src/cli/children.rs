@@ -27,7 +27,9 @@ impl Proc {
             .append(true)
             .open(log)
             .with_context(|| format!("cannot open log file {}", log.display()))?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        die_with_parent(&mut command);
+        let child = command
             .args(args)
             .env_remove("VIEWKV_SECRET_FILE")
             .env_remove("VIEWKV_TLS_CERT")
@@ -101,4 +103,27 @@ pub fn run_dir(dir: Option<PathBuf>, prefix: &str) -> anyhow::Result<PathBuf> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
+}
+
+/// Make the child started by `command` die when this process does, however it dies (a
+/// `kill -9` of `viewkv up` included), so no node outlives the cluster that started it. Linux
+/// sends the signal when the spawning *thread* exits: spawn only from threads that live as long
+/// as the process (the runtime's workers, not `spawn_blocking`).
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the hook runs in the forked child before exec and calls only prctl and getppid,
+    // which are async-signal-safe; it touches no memory of the parent.
+    let parent = std::process::id();
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the request above: then no signal will come.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("the parent exited while starting"));
+            }
+            Ok(())
+        });
+    }
 }

@@ -8,6 +8,8 @@ use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::encode::extend_encode;
 use redis_protocol::resp2::types::BytesFrame;
+use redis_protocol::resp3::encode::complete::extend_encode as extend_encode3;
+use redis_protocol::resp3::types::BytesFrame as Frame3;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,6 +31,8 @@ struct Connection {
     name: Option<Bytes>,
     /// Whether it proved the cluster secret (always, if the cluster has none).
     authenticated: bool,
+    /// The protocol version replies are written in: 2, or 3 after `HELLO 3`.
+    protocol: i64,
     /// Its client session: every command runs through the client machinery, so a server that
     /// is not the primary forwards, and retries are applied at most once.
     client: Client,
@@ -89,6 +93,44 @@ fn inline(buf: &mut BytesMut) -> Option<Vec<Bytes>> {
     )
 }
 
+/// `frame` in RESP3 (`map`: an array of alternating keys and values that RESP3 sends as a map).
+fn resp3(frame: BytesFrame, map: bool) -> Frame3 {
+    match frame {
+        BytesFrame::SimpleString(data) => Frame3::SimpleString {
+            data,
+            attributes: None,
+        },
+        BytesFrame::Error(data) => Frame3::SimpleError {
+            data,
+            attributes: None,
+        },
+        BytesFrame::Integer(data) => Frame3::Number {
+            data,
+            attributes: None,
+        },
+        BytesFrame::BulkString(data) => Frame3::BlobString {
+            data,
+            attributes: None,
+        },
+        BytesFrame::Null => Frame3::Null,
+        BytesFrame::Array(items) if map => {
+            let mut items = items.into_iter().map(|f| resp3(f, false));
+            let mut data = redis_protocol::resp3::types::FrameMap::default();
+            while let (Some(key), Some(value)) = (items.next(), items.next()) {
+                data.insert(key, value);
+            }
+            Frame3::Map {
+                data,
+                attributes: None,
+            }
+        }
+        BytesFrame::Array(items) => Frame3::Array {
+            data: items.into_iter().map(|f| resp3(f, false)).collect(),
+            attributes: None,
+        },
+    }
+}
+
 /// What became of one command.
 enum Outcome {
     /// Answer and go on.
@@ -120,6 +162,9 @@ impl Connection {
                         }
                     }
                 };
+                let hello = args
+                    .as_ref()
+                    .is_ok_and(|a| a.first().is_some_and(|n| n.eq_ignore_ascii_case(b"HELLO")));
                 let outcome = match args {
                     Ok(args) => self.command(&args).await,
                     Err(refusal) => Outcome::Close(error(refusal)),
@@ -131,7 +176,12 @@ impl Connection {
                         frame
                     }
                 };
-                if extend_encode(&mut output, &frame, false).is_err() {
+                let encoded = if self.protocol == 3 {
+                    extend_encode3(&mut output, &resp3(frame, hello), false).map(drop)
+                } else {
+                    extend_encode(&mut output, &frame, false).map(drop)
+                };
+                if encoded.is_err() {
                     return;
                 }
             }
@@ -226,8 +276,11 @@ impl Connection {
                 if !self.authenticated {
                     return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
                 }
-                if version.is_some_and(|v| v != 2) {
-                    return error("NOPROTO unsupported protocol version");
+                if let Some(version) = version {
+                    if !(2..=3).contains(&version) {
+                        return error("NOPROTO unsupported protocol version");
+                    }
+                    self.protocol = version;
                 }
                 if name.is_some() {
                     self.name = name;
@@ -240,7 +293,7 @@ impl Connection {
                     [
                         field("server", text("viewkv")),
                         field("version", text(super::REDIS_VERSION)),
-                        field("proto", BytesFrame::Integer(2)),
+                        field("proto", BytesFrame::Integer(self.protocol)),
                         field("id", BytesFrame::Integer(self.id as i64)),
                         field("mode", text("standalone")),
                         field("role", text("master")),
@@ -388,6 +441,7 @@ pub async fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
         id,
         name: None,
         authenticated: context.secret.is_none(),
+        protocol: 2,
         client: (context.new_client)(),
         context,
     };

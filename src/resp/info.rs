@@ -24,8 +24,9 @@ pub fn info(status: &serde_json::Value, keys: Option<u64>, section: Option<&str>
     if wanted("replication") {
         let role = text("role");
         out.push_str("# Replication\r\n");
-        let redis_role = if role == "primary" { "master" } else { "slave" };
-        out.push_str(&format!("role:{redis_role}\r\n"));
+        // Every server takes writes (forwarding them to the primary), which is what a Redis
+        // client reads `role:master` as; viewkv's own role follows.
+        out.push_str("role:master\r\n");
         out.push_str(&format!("viewkv_role:{role}\r\n"));
         out.push_str(&format!(
             "viewkv_view:{}\r\n",
@@ -76,6 +77,7 @@ mod tests {
         let replication = info(&status, Some(3), Some("replication"));
         assert!(replication.starts_with("# Replication") && !replication.contains("Keyspace"));
         let backup = serde_json::json!({"role": "backup", "view": {"num": 4}});
-        assert!(info(&backup, None, Some("replication")).contains("role:slave"));
+        let replication = info(&backup, None, Some("replication"));
+        assert!(replication.contains("role:master") && replication.contains("viewkv_role:backup"));
     }
 }

@@ -1,0 +1,57 @@
+//! Helpers for tests that run the built `viewkv` binary (and other programs) as processes.
+// Each test file uses the helpers it needs.
+#![allow(dead_code)]
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The `viewkv` binary under test.
+pub const EXE: &str = env!("CARGO_BIN_EXE_viewkv");
+/// How long a process test waits for anything.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A child process killed on drop, so a failing test leaves no orphans.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("an address").port()
+}
+
+/// Poll `probe` every 50 ms until it gives a value; panics after [`DEADLINE`].
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Run `program ARGS`; (exit code, stdout, stderr).
+pub fn run(program: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("{program} does not run: {err}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Run `viewkv ARGS`; (exit code, stdout, stderr).
+pub fn viewkv(args: &[&str]) -> (i32, String, String) {
+    run(EXE, args)
+}

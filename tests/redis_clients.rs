@@ -1,0 +1,352 @@
+//! Clients no one here wrote, against a `viewkv up` cluster (3 monitors, 3 kv servers, each
+//! with a Redis-protocol port): Debian's `redis-cli` (one command per run, and its
+//! interactive mode through a pipe), `redis-benchmark`, and the Python `redis` package (a
+//! connection pool, a pipeline, RESP2 and RESP3) — on servers that are not the primary too,
+//! and through a `kill -9` of the primary without losing an acknowledged write.
+//!
+//! `.ci/run` installs `redis-tools` and the Python package.
+
+#[path = "common/procs.rs"]
+mod procs;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use procs::{free_port, run, viewkv, wait_for, Killed, EXE};
+
+/// A running `viewkv up` and what a client needs to reach it.
+struct Up {
+    /// The `viewkv up` process (its children die with it).
+    _up: Killed,
+    /// The cluster file.
+    config: String,
+    /// The cluster secret.
+    secret: String,
+    /// Kv server address → its Redis-protocol port.
+    resp: BTreeMap<String, u16>,
+    /// Kv server address → pid.
+    pids: BTreeMap<String, String>,
+}
+
+impl Up {
+    fn start(dir: &Path) -> Up {
+        let secret_path = dir.join("secret");
+        let mut config = format!("secret_file = {:?}\n", secret_path.display().to_string());
+        config.push_str("[timings]\nping_interval = \"50ms\"\n");
+        for id in 1..=3 {
+            let port = free_port();
+            config.push_str(&format!(
+                "[[monitor]]\nid = {id}\naddr = \"127.0.0.1:{port}\"\n"
+            ));
+        }
+        let mut resp = BTreeMap::new();
+        for _ in 0..3 {
+            let (addr, port) = (format!("127.0.0.1:{}", free_port()), free_port());
+            config.push_str(&format!(
+                "[[server]]\naddr = \"{addr}\"\nresp = \"127.0.0.1:{port}\"\n"
+            ));
+            resp.insert(addr, port);
+        }
+        let config_path = dir.join("cluster.toml");
+        std::fs::write(&config_path, config).expect("the cluster file");
+        let out_path = dir.join("up.out");
+        let up = Command::new(EXE)
+            .args(["up", "--config"])
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).expect("an output file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("viewkv up starts");
+        let up = Killed(up);
+        let pids = wait_for("viewkv up to list its processes", || {
+            let out = std::fs::read_to_string(&out_path).ok()?;
+            let pids: BTreeMap<String, String> = out
+                .lines()
+                .filter(|l| l.trim_start().starts_with("server"))
+                .filter_map(|l| {
+                    let words: Vec<&str> = l.split_whitespace().collect();
+                    let at = words.iter().position(|w| *w == "pid")?;
+                    Some((words.get(1)?.to_string(), words.get(at + 1)?.to_string()))
+                })
+                .collect();
+            (pids.len() == 3).then_some(pids)
+        });
+        let config = config_path.display().to_string();
+        wait_for("a primary and a ready backup", || {
+            let (code, out, _) = viewkv(&["view", "--json", "--config", &config]);
+            let doc: serde_json::Value = serde_json::from_str(&out).ok()?;
+            (code == 0 && doc["view"]["backup_ready"] == true).then_some(())
+        });
+        let secret = wait_for("the secret file", || {
+            std::fs::read_to_string(&secret_path).ok()
+        });
+        Up {
+            _up: up,
+            config,
+            secret: secret.trim().to_string(),
+            resp,
+            pids,
+        }
+    }
+
+    /// The view's (primary, backup) server addresses.
+    fn roles(&self) -> (String, String) {
+        let (_, out, _) = viewkv(&["view", "--json", "--config", &self.config]);
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("the view as JSON");
+        let name = |slot: &str| doc["view"][slot].as_str().expect("a server").to_string();
+        (name("primary"), name("backup"))
+    }
+
+    /// The Redis port of a server that is neither primary nor backup.
+    fn idle_port(&self) -> u16 {
+        let (primary, backup) = self.roles();
+        let idle = self.resp.keys().find(|a| **a != primary && **a != backup);
+        self.resp[idle.expect("an idle server")]
+    }
+
+    /// `redis-cli -p PORT -a SECRET ARGS`: (exit code, stdout).
+    fn cli(&self, port: u16, args: &[&str]) -> (i32, String) {
+        let port = port.to_string();
+        let mut all = vec!["-p", &port, "-a", &self.secret, "--no-auth-warning"];
+        all.extend_from_slice(args);
+        let (code, out, _) = run("redis-cli", &all);
+        (code, out)
+    }
+
+    /// Run a Python program with `PORT` and `SECRET` in its environment; its stdout.
+    fn python(&self, port: u16, program: &str) -> String {
+        let out = Command::new("python3")
+            .args(["-c", program])
+            .env("PORT", port.to_string())
+            .env("SECRET", &self.secret)
+            .output()
+            .expect("python3 runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("No module named 'redis'"),
+            "the Python redis package is missing: `python3 -m pip install redis` (.ci/run does)"
+        );
+        assert!(out.status.success(), "python failed: {stderr}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[test]
+fn redis_cli_runs_the_string_commands_against_any_server() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let up = Up::start(dir.path());
+    let (primary, _) = up.roles();
+    let idle = up.idle_port();
+    let cases: &[(&[&str], &str)] = &[
+        (&["PING"], "PONG"),
+        (&["ECHO", "hi there"], "hi there"),
+        (&["SET", "k", "v"], "OK"),
+        (&["GET", "k"], "v"),
+        (&["SET", "k", "v2", "NX"], ""),
+        (&["SET", "k", "v3", "XX", "GET"], "v"),
+        (&["SETNX", "k", "x"], "0"),
+        (&["GETSET", "k", "y"], "v3"),
+        (&["GETDEL", "k"], "y"),
+        (&["GET", "k"], ""),
+        (&["APPEND", "a", "hello"], "5"),
+        (&["APPEND", "a", " world"], "11"),
+        (&["STRLEN", "a"], "11"),
+        (&["INCR", "n"], "1"),
+        (&["INCRBY", "n", "41"], "42"),
+        (&["DECR", "n"], "41"),
+        (&["DECRBY", "n", "1"], "40"),
+        (
+            &["INCR", "a"],
+            "ERR value is not an integer or out of range",
+        ),
+        (&["MSET", "x", "1", "y", "2"], "OK"),
+        (&["MGET", "x", "y", "nope"], "1\n2"),
+        (&["EXISTS", "x", "y", "nope"], "2"),
+        (&["DEL", "x", "y", "nope"], "2"),
+        (&["TYPE", "a"], "string"),
+        (&["TYPE", "nope"], "none"),
+        (&["DBSIZE"], "2"),
+        (&["SELECT", "0"], "OK"),
+        (&["PUTHASH", "h", "v"], ""),
+        (
+            &["FROB", "x"],
+            "ERR unknown command 'FROB', with args beginning with: 'x'",
+        ),
+        (&["GET"], "ERR wrong number of arguments for 'get' command"),
+    ];
+    for (args, want) in cases {
+        let (code, out) = up.cli(idle, args);
+        assert_eq!(code, 0, "{args:?}");
+        assert_eq!(out.trim_end_matches('\n').trim_end(), *want, "{args:?}");
+    }
+    // The same data on every server's port, the primary's included.
+    for port in up.resp.values() {
+        assert_eq!(up.cli(*port, &["GET", "a"]).1.trim(), "hello world");
+    }
+    let (_, info) = up.cli(idle, &["INFO", "replication"]);
+    assert!(info.contains("role:master"), "{info}");
+    assert!(
+        info.contains(&format!("viewkv_primary:{primary}")),
+        "{info}"
+    );
+    // Without the secret: refused.
+    let (_, out, _) = run("redis-cli", &["-p", &idle.to_string(), "GET", "a"]);
+    assert!(out.contains("NOAUTH"), "{out}");
+    // Interactive mode through a pipe: one command per line, answered in order.
+    let mut child = Command::new("redis-cli")
+        .args([
+            "-p",
+            &idle.to_string(),
+            "-a",
+            &up.secret,
+            "--no-auth-warning",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli runs");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"SET piped 1\nINCR piped\nGET piped\nQUIT\n")
+            .expect("write");
+    }
+    let out = child.wait_with_output().expect("redis-cli ends");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\n2\n2\n");
+}
+
+#[test]
+fn python_redis_with_a_pool_a_pipeline_and_both_protocols() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let up = Up::start(dir.path());
+    let program = r#"
+import os, threading, redis
+port, secret = int(os.environ["PORT"]), os.environ["SECRET"]
+for protocol in (2, 3):
+    pool = redis.ConnectionPool(host="127.0.0.1", port=port, password=secret, protocol=protocol)
+    r = redis.Redis(connection_pool=pool)
+    key = lambda name: f"{port}:{name}{protocol}"
+    assert r.ping()
+    assert r.set(key("p"), "one")
+    assert r.get(key("p")) == b"one"
+    assert r.set(key("p"), "two", nx=True) is None
+    assert r.incr(key("n")) == 1
+    pipe = r.pipeline(transaction=False)
+    pipe.set(key("a"), "1").incr(key("c")).get(key("a")).getdel(key("a"))
+    assert pipe.execute() == [True, 1, b"1", b"1"], "pipeline"
+    def writer():
+        for i in range(50):
+            r.incr(key("shared"))
+    threads = [threading.Thread(target=writer) for t in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert r.get(key("shared")) == b"400", r.get(key("shared"))
+    assert r.info("replication")["role"] == "master"
+print(r.dbsize())
+"#;
+    // On a server that is not the primary, then on the primary: 4 keys per protocol each.
+    let (primary, _) = up.roles();
+    assert_eq!(up.python(up.idle_port(), program).trim(), "8");
+    assert_eq!(up.python(up.resp[&primary], program).trim(), "16");
+}
+
+#[test]
+fn redis_benchmark_runs_and_a_kill_9_of_the_primary_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let up = Up::start(dir.path());
+    let port = up.idle_port().to_string();
+    for pipeline in ["1", "16"] {
+        let (code, out, err) = run(
+            "redis-benchmark",
+            &[
+                "-p",
+                &port,
+                "-a",
+                &up.secret,
+                "-t",
+                "set,get,incr,mset",
+                "-c",
+                "50",
+                "-n",
+                "2000",
+                "-d",
+                "100",
+                "-P",
+                pipeline,
+                "--csv",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        for test in ["\"SET\"", "\"GET\"", "\"INCR\"", "\"MSET (10 keys)\""] {
+            assert!(out.contains(test), "-P {pipeline}: no {test} row in {out}");
+        }
+        println!("redis-benchmark -P {pipeline}:\n{out}");
+    }
+
+    // A Python client writes key after key through a server that is not the primary, keeping
+    // the ones acknowledged, while the primary is killed; every acknowledged one must be read
+    // back afterwards.
+    let writer = r#"
+import os, sys, redis
+r = redis.Redis(host="127.0.0.1", port=int(os.environ["PORT"]), password=os.environ["SECRET"],
+                socket_timeout=30)
+acked = 0
+for i in range(int(sys.argv[1]) if len(sys.argv) > 1 else 600):
+    try:
+        if r.set(f"w{i}", f"v{i}"):
+            acked += 1
+            print(f"w{i}", flush=True)
+    except redis.exceptions.RedisError as err:
+        print(f"unknown w{i}: {err}", file=sys.stderr, flush=True)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", writer])
+        .env("PORT", &port)
+        .env("SECRET", &up.secret)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    // Kill the primary once the writer is under way.
+    let (primary, _) = up.roles();
+    wait_for("the writer to get going", || {
+        let (_, out) = up.cli(up.resp[&primary], &["EXISTS", "w50"]);
+        (out.trim() == "1").then_some(())
+    });
+    let (code, _, err) = run("kill", &["-9", &up.pids[&primary]]);
+    assert_eq!(code, 0, "{err}");
+    assert!(child.wait().expect("the writer ends").success());
+    let acked = reader.join().expect("the writer's output");
+    assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
+    let (now_primary, _) = wait_for("a new primary", || {
+        let roles = up.roles();
+        (roles.0 != primary).then_some(roles)
+    });
+    let read = format!(
+        "import os, redis\nr = redis.Redis(host='127.0.0.1', port=int(os.environ['PORT']), \
+         password=os.environ['SECRET'])\nkeys = {acked:?}\nvalues = r.mget(keys)\n\
+         print(sum(1 for k, v in zip(keys, values) if v == ('v' + k[1:]).encode()))"
+    );
+    let out = up.python(up.resp[&now_primary], &read);
+    assert_eq!(
+        out.trim(),
+        acked.len().to_string(),
+        "acknowledged writes were lost"
+    );
+    println!(
+        "{} writes acknowledged across the kill of {primary}",
+        acked.len()
+    );
+}
