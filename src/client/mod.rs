@@ -16,7 +16,9 @@ mod router;
 
 pub use backup::{BackupError, BackupProgress, RestoreOptions, PAGE_BYTES};
 pub use dump_file::{DumpFileError, DumpHeader, DumpReader, DumpWriter, OwnedPair, MAGIC, VERSION};
-pub use router::{ClientError, ClientOptions, Router, NO_CLUSTER_HINT, UNREACHABLE_AFTER};
+pub use router::{
+    ClientError, ClientOptions, LocalServer, Router, NO_CLUSTER_HINT, UNREACHABLE_AFTER,
+};
 
 use crate::kv::api::{Op, Request};
 use crate::monitor::MonitorClient;
@@ -99,6 +101,13 @@ impl Client {
             seq: 0,
             router: Router::new(rpc, monitor_client, options),
         }
+    }
+
+    /// This client handing requests for `local` (a kv server in this process) to it directly
+    /// while it is the primary.
+    pub fn with_local(mut self, local: std::sync::Arc<dyn LocalServer>) -> Client {
+        self.router = self.router.with_local(local);
+        self
     }
 
     /// This session's id.

@@ -1,6 +1,9 @@
 //! Getting a request to the primary and an answer back: the retry machinery, separate from
 //! sequence numbering so a server can reuse it to proxy a client's request.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::kv::api::{KvError, Op, Reply, Request, REQUEST};
@@ -80,8 +83,16 @@ pub enum ClientError {
     SessionLost,
 }
 
+/// A kv server in this process that a router can hand requests to directly when it is the
+/// primary, instead of over the network (the Redis front door of the primary itself).
+pub trait LocalServer: Send + Sync {
+    /// The address views name it by.
+    fn addr(&self) -> &str;
+    /// Serve `request` as if it had arrived over the network.
+    fn serve(&self, request: Request) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>>;
+}
+
 /// Sends requests to the primary of a cached view; re-reads the view only after a failure.
-#[derive(Debug)]
 pub struct Router {
     /// Sends requests to kv servers.
     rpc: RpcClient,
@@ -101,6 +112,18 @@ pub struct Router {
     /// view of another cluster is refused, so monitors that lost their state and formed anew
     /// cannot send this client to a second primary.
     cluster: ClusterId,
+    /// The kv server in this process, if any: requests for it skip the network.
+    local: Option<Arc<dyn LocalServer>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("view", &self.view)
+            .field("cluster", &self.cluster)
+            .field("local", &self.local.as_ref().map(|l| l.addr().to_string()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the view could not be read.
@@ -132,7 +155,14 @@ impl Router {
             view_reads: 0,
             reached: false,
             cluster: 0,
+            local: None,
         }
+    }
+
+    /// This router handing requests for `local` to it directly.
+    pub fn with_local(mut self, local: Arc<dyn LocalServer>) -> Router {
+        self.local = Some(local);
+        self
     }
 
     /// How many times the view was read from the monitors.
@@ -209,6 +239,7 @@ impl Router {
         Router {
             reached: self.reached,
             cluster: self.cluster,
+            local: self.local.clone(),
             ..Router::new(self.rpc.clone(), self.monitors.clone(), self.options)
         }
     }
@@ -308,10 +339,16 @@ impl Router {
                         .rpc_timeout
                         .min(deadline.saturating_duration_since(Instant::now()));
                     attempts += 1;
-                    let reply: Result<Reply, _> = self
-                        .rpc
-                        .call(&primary.addr, REQUEST, request, timeout)
-                        .await;
+                    let reply: Result<Reply, _> = match &self.local {
+                        Some(local) if local.addr() == primary.addr => {
+                            Ok(local.serve(request.clone()).await)
+                        }
+                        _ => {
+                            self.rpc
+                                .call(&primary.addr, REQUEST, request, timeout)
+                                .await
+                        }
+                    };
                     match reply {
                         Ok(Reply::Ok(value)) => return Ok(value),
                         Ok(Reply::Err(err)) if err.is_retryable() => {

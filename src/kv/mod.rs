@@ -205,8 +205,11 @@ fn resp_context(server: &Arc<KvServer>, rpc: RpcClient) -> crate::resp::Context 
     };
     let monitors = config.monitors.clone();
     let status = server.clone();
+    let local: Arc<dyn crate::client::LocalServer> = server.clone();
     crate::resp::Context {
-        new_client: Box::new(move || Client::with_rpc(rpc.clone(), monitors.clone(), options)),
+        new_client: Box::new(move || {
+            Client::with_rpc(rpc.clone(), monitors.clone(), options).with_local(local.clone())
+        }),
         secret: config.secret.clone(),
         status: Box::new(move || status.status()),
     }

@@ -261,6 +261,19 @@ impl KvServer {
     }
 }
 
+impl crate::client::LocalServer for KvServer {
+    fn addr(&self) -> &str {
+        &self.config.addr
+    }
+
+    fn serve(
+        &self,
+        request: Request,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + '_>> {
+        Box::pin(self.execute(request))
+    }
+}
+
 impl Handler for KvServer {
     fn gauges(&self) -> Vec<Gauge> {
         let mut gauges = self.with_replica(|r| r.gauges());
