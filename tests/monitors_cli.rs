@@ -3,28 +3,19 @@
 //! a `viewkv put` loop writes through two kv servers.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const EXE: &str = env!("CARGO_BIN_EXE_viewkv");
-const DEADLINE: Duration = Duration::from_secs(60);
+#[path = "common/procs.rs"]
+mod procs;
 
-/// A child process killed on drop, so a failing test leaves no orphans.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use procs::{free_port, viewkv, Killed, DEADLINE, EXE};
 
 fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("an address").to_string()
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// `viewkv monitor --id ID --peers PEERS` with its data in `DIR/monitor-ID` (`--join` if
@@ -47,16 +38,6 @@ fn monitor(id: u64, peers: &str, dir: &Path, join: bool) -> Command {
 
 fn spawn(mut command: Command) -> Killed {
     Killed(command.spawn().expect("viewkv monitor starts"))
-}
-
-/// Run `viewkv ARGS`; (exit code, stdout, stderr).
-fn viewkv(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(EXE).args(args).output().expect("viewkv runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// `viewkv monitors list --json`, parsed, once the leader answers and `ok` holds.

@@ -4,26 +4,13 @@
 //! `viewkv up` over mutual TLS serving only commands given a certificate of its CA.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const EXE: &str = env!("CARGO_BIN_EXE_viewkv");
-const DEADLINE: Duration = Duration::from_secs(60);
+#[path = "common/procs.rs"]
+mod procs;
 
-/// A child process killed on drop, so a failing test leaves no orphans.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("an address").port()
-}
+use procs::{free_port, viewkv, wait_for, Killed, EXE};
 
 fn start_monitor(id: u64, peers: &str, dir: &Path) -> Killed {
     let log = std::fs::File::create(dir.join(format!("monitor-{id}.log"))).expect("a log file");
@@ -94,17 +81,6 @@ fn view_json_with(args: &[&str]) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn kill_9_of_the_leader_process_elects_a_new_one() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -126,16 +102,6 @@ fn kill_9_of_the_leader_process_elects_a_new_one() {
         killed.elapsed()
     );
     assert!((1..=3).contains(&second));
-}
-
-/// Run `viewkv ARGS`; (exit code, stdout, stderr).
-fn viewkv(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(EXE).args(args).output().expect("viewkv runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

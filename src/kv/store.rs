@@ -144,15 +144,10 @@ impl Store {
                 self.data.set(key, value);
                 Reply::Ok(None)
             }
-            Op::Append { key, value } => {
-                let old = self.data.get(key).unwrap_or_default();
-                if old.len() + value.len() > limits.max_value {
-                    return too_large("resulting value", old.len() + value.len(), &limits);
-                }
-                let new = [old, value].concat();
-                self.data.set(key, &new);
-                Reply::Ok(None)
-            }
+            Op::Append { key, value } => match self.append(key, value) {
+                Ok(_) => Reply::Ok(None),
+                Err(refused) => refused,
+            },
             Op::PutHash { key, value } => {
                 let old = self.data.get(key).unwrap_or_default();
                 let hash = fnv1a32(&[old, value].concat()).to_string();
@@ -197,16 +192,24 @@ impl Store {
                 self.data.set(key, new.as_bytes());
                 Reply::Ok(Some(new.into_bytes()))
             }
-            Op::AppendLen { key, value } => {
-                let old = self.data.get(key).unwrap_or_default();
-                if old.len() + value.len() > limits.max_value {
-                    return too_large("resulting value", old.len() + value.len(), &limits);
-                }
-                let new = [old, value].concat();
-                self.data.set(key, &new);
-                Reply::Ok(Some(new.len().to_string().into_bytes()))
-            }
+            Op::AppendLen { key, value } => match self.append(key, value) {
+                Ok(length) => Reply::Ok(Some(length.to_string().into_bytes())),
+                Err(refused) => refused,
+            },
         }
+    }
+
+    /// Append `value` to the value of `key` (absent: empty) within the value limit; the new
+    /// length, or the refusal.
+    fn append(&mut self, key: &[u8], value: &[u8]) -> Result<usize, Reply> {
+        let old = self.data.get(key).unwrap_or_default();
+        let length = old.len() + value.len();
+        if length > self.limits.max_value {
+            return Err(too_large("resulting value", length, &self.limits));
+        }
+        let new = [old, value].concat();
+        self.data.set(key, &new);
+        Ok(length)
     }
 
     /// The service clock (see [`Store::apply`]'s `at_ms`).
