@@ -243,6 +243,15 @@ fn up_put_get_kill_9_the_primary_get_again() {
     }
 }
 
+/// Whether process `pid` is stopped (state `T` in `/proc/PID/stat`).
+fn stopped(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "T")
+}
+
 /// Send `signal` to process `pid`.
 fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
@@ -287,8 +296,12 @@ fn a_primary_frozen_past_the_session_ttl_never_applies_a_queued_retry_twice() {
     };
     let first = runtime.block_on(call(append.clone()));
     assert!(matches!(first, Ok(Reply::Ok(None))), "{first:?}");
-    // Freeze the primary; the client's retry of the same request waits in its socket.
+    // Freeze the primary (once the kernel says it is stopped: the signal is only queued when
+    // `kill` returns); the client's retry of the same request waits in its socket.
     signal(server.0.id(), "-STOP");
+    wait_for("the primary to be stopped", || {
+        stopped(server.0.id()).then_some(())
+    });
     let retry = runtime.spawn(call(append));
     // Longer than the session TTL (3 s): the fault, not a timing assertion.
     std::thread::sleep(Duration::from_secs(4));
