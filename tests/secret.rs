@@ -1,12 +1,14 @@
 //! A cluster with a secret serves only requests that prove it: client requests, forwards,
-//! transfers, pings, view reads and Raft RPCs without it get 401 and change nothing, and a
-//! client without it is told so at once instead of retrying until its deadline.
+//! transfers, dumps, pings, view reads, recoveries, membership changes and Raft RPCs without
+//! it get 401 and change nothing, and a client without it is told so at once instead of
+//! retrying until its deadline.
 
 use std::time::Duration;
 
 use viewkv::client::ClientError;
-use viewkv::kv::api::{Op, Request, FORWARD, REQUEST, TRANSFER};
-use viewkv::monitor::api::{PING, VIEW};
+use viewkv::kv::api::{Op, Request, DUMP, FORWARD, REQUEST, TRANSFER};
+use viewkv::monitor::api::{PING, RECOVER, VIEW};
+use viewkv::monitor::membership::{CHANGE_MEMBERS, MEMBERS};
 use viewkv::net::{RpcClient, RpcError, Secret};
 use viewkv::testkit::{self, Cluster, ClusterOptions};
 use viewkv::Client;
@@ -41,7 +43,7 @@ async fn without_the_secret_every_rpc_is_refused_and_nothing_changes() {
         },
     };
     let body = viewkv::net::encode(&put);
-    for path in [REQUEST, FORWARD, TRANSFER] {
+    for path in [REQUEST, FORWARD, TRANSFER, DUMP] {
         let reply = intruder
             .call_raw(&primary, path, body.clone(), DEADLINE)
             .await;
@@ -49,7 +51,11 @@ async fn without_the_secret_every_rpc_is_refused_and_nothing_changes() {
     }
     for id in cluster.monitor_ids() {
         let addr = cluster.monitor_addr(id);
-        for path in [PING, VIEW, RAFT_APPEND, RAFT_VOTE, RAFT_SNAPSHOT] {
+        let paths = [PING, VIEW, RECOVER, MEMBERS, CHANGE_MEMBERS];
+        for path in paths
+            .into_iter()
+            .chain([RAFT_APPEND, RAFT_VOTE, RAFT_SNAPSHOT])
+        {
             let reply = intruder
                 .call_raw(&addr, path, b"x".to_vec(), DEADLINE)
                 .await;
