@@ -172,7 +172,7 @@ impl Monitor {
             return self.not_leader();
         }
         let table = self.sm.table();
-        if ping.cluster != 0 && ping.cluster != table.cluster {
+        if table.is_foreign(ping) {
             return PingReply::Foreign {
                 cluster: table.cluster,
             };

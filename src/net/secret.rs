@@ -97,10 +97,14 @@ impl Secret {
     /// Whether an `Authorization` header value proves this secret, compared in constant time
     /// (so the time to refuse says nothing of how much of a guess was right).
     pub fn admits(&self, header: Option<&[u8]>) -> bool {
-        let Some(token) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
-        constant_time_eq::constant_time_eq(token, self.text.as_bytes())
+        header
+            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .is_some_and(|token| self.matches(token))
+    }
+
+    /// Whether `password` is this secret (Redis's `AUTH`), compared in constant time.
+    pub fn matches(&self, password: &[u8]) -> bool {
+        constant_time_eq::constant_time_eq(password, self.text.as_bytes())
     }
 }
 

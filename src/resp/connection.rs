@@ -228,14 +228,10 @@ impl Connection {
 
     /// Whether `password` is the cluster secret.
     fn proves(&self, password: &[u8]) -> bool {
-        match &self.context.secret {
-            Some(secret) => {
-                let mut header = b"Bearer ".to_vec();
-                header.extend_from_slice(password);
-                secret.admits(Some(&header))
-            }
-            None => false,
-        }
+        self.context
+            .secret
+            .as_ref()
+            .is_some_and(|secret| secret.matches(password))
     }
 
     async fn run_command(&mut self, command: Command) -> BytesFrame {

@@ -115,11 +115,6 @@ fn restarted(member: Option<&Member>, ping: &Ping, must_have_seen: bool) -> bool
     })
 }
 
-/// Whether `ping` comes from a server of another cluster than `table`'s.
-fn is_foreign(table: &ViewTable, ping: &Ping) -> bool {
-    ping.cluster != 0 && ping.cluster != table.cluster
-}
-
 /// What `viewkv view` tells an operator facing a stall that will not end by itself.
 pub const RECOVER_HINT: &str = "if it will not come back, `viewkv recover --accept-data-loss` \
      makes a live server primary (`viewkv recover` first says what would be lost)";
@@ -163,16 +158,9 @@ impl Decider {
         let mut state = table.clone();
         let mut out = Vec::new();
         self.form(&mut state, &mut out);
-        if is_foreign(&state, ping) {
+        if state.is_foreign(ping) {
             // Heard (a recovery may adopt it), never registered or put into a view.
-            self.seen.insert(
-                ping.id.clone(),
-                Seen {
-                    last: now,
-                    incarnation: ping.incarnation,
-                    ping: Some(ping.clone()),
-                },
-            );
+            self.heard(ping, now);
             return out;
         }
         let info = super::ServerInfo {
@@ -183,14 +171,7 @@ impl Decider {
             let id = ping.id.clone();
             push(&mut state, &mut out, Decision::Register { id, info });
         }
-        self.seen.insert(
-            ping.id.clone(),
-            Seen {
-                last: now,
-                incarnation: ping.incarnation,
-                ping: Some(ping.clone()),
-            },
-        );
+        self.heard(ping, now);
         let view = state.view.clone();
         if restarted(view.primary.as_ref(), ping, view.acked)
             || restarted(view.backup.as_ref(), ping, view.backup_ready)
@@ -259,6 +240,16 @@ impl Decider {
         out
     }
 
+    /// Remember `ping` as the last heard from its server, at `now`.
+    fn heard(&mut self, ping: &Ping, now: Instant) {
+        let seen = Seen {
+            last: now,
+            incarnation: ping.incarnation,
+            ping: Some(ping.clone()),
+        };
+        self.seen.insert(ping.id.clone(), seen);
+    }
+
     /// Form the cluster (its first decision) if the table has no id yet.
     fn form(&self, state: &mut ViewTable, out: &mut Vec<Decision>) {
         if state.cluster == 0 {
@@ -273,7 +264,7 @@ impl Decider {
         table: &'a ViewTable,
         now: Instant,
     ) -> impl Iterator<Item = &'a Ping> + 'a {
-        self.live_pings(now).filter(|p| is_foreign(table, p))
+        self.live_pings(now).filter(|p| table.is_foreign(p))
     }
 
     /// The last pings of every server heard from within `dead_pings` intervals.
@@ -360,7 +351,7 @@ impl Decider {
                     ));
                 }
             }
-            let ours = self.live_pings(now).filter(|p| !is_foreign(table, p));
+            let ours = self.live_pings(now).filter(|p| !table.is_foreign(p));
             (table.cluster, ours.collect())
         };
         let names = || {

@@ -108,6 +108,11 @@ impl ViewTable {
         }
     }
 
+    /// Whether `ping` comes from a server of another cluster than this table's.
+    pub fn is_foreign(&self, ping: &super::Ping) -> bool {
+        ping.cluster != 0 && ping.cluster != self.cluster
+    }
+
     /// The registered server `id` as a view member.
     pub fn member(&self, id: &str) -> Option<Member> {
         self.servers.get(id).map(|info| Member {
