@@ -187,6 +187,32 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
     for port in up.resp.values() {
         assert_eq!(up.cli(*port, &["GET", "a"]).1.trim(), "hello world");
     }
+    // KEYS and SCAN (redis-cli's own --scan loop, pages of 10) see every key once.
+    let mut mset = vec!["MSET".to_string()];
+    for i in 0..250 {
+        mset.extend([format!("scan:{i}"), i.to_string()]);
+    }
+    let mset: Vec<&str> = mset.iter().map(String::as_str).collect();
+    assert_eq!(up.cli(idle, &mset).1.trim(), "OK");
+    let sorted = |out: String| {
+        let mut keys: Vec<String> = out.lines().map(str::to_string).collect();
+        keys.sort();
+        keys
+    };
+    let mut expected: Vec<String> = (0..250).map(|i| format!("scan:{i}")).collect();
+    expected.sort();
+    let scanned = up.cli(idle, &["--scan", "--pattern", "scan:*"]);
+    assert_eq!(scanned.0, 0, "redis-cli --scan");
+    assert_eq!(sorted(scanned.1), expected, "redis-cli --scan");
+    let ones: Vec<String> = expected
+        .iter()
+        .filter(|k| k.starts_with("scan:1"))
+        .cloned()
+        .collect();
+    assert_eq!(sorted(up.cli(idle, &["KEYS", "scan:1*"]).1), ones, "KEYS");
+    assert_eq!(up.cli(idle, &["KEYS", "nothing*"]).1.trim(), "");
+    let (_, bad) = up.cli(idle, &["SCAN", "12345"]);
+    assert_eq!(bad.trim(), "ERR invalid cursor");
     let (_, info) = up.cli(idle, &["INFO", "replication"]);
     assert!(info.contains("role:master"), "{info}");
     assert!(
@@ -218,6 +244,11 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
     }
     let out = child.wait_with_output().expect("redis-cli ends");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\n2\n2\n");
+    // FLUSHDB empties the service, as seen from every port.
+    assert_eq!(up.cli(idle, &["FLUSHDB"]).1.trim(), "OK");
+    for port in up.resp.values() {
+        assert_eq!(up.cli(*port, &["DBSIZE"]).1.trim(), "0");
+    }
 }
 
 #[test]
@@ -247,6 +278,9 @@ for protocol in (2, 3):
     [t.join() for t in threads]
     assert r.get(key("shared")) == b"400", r.get(key("shared"))
     assert r.info("replication")["role"] == "master"
+    mine = key("*")
+    scanned = sorted(r.scan_iter(match=mine, count=2))
+    assert scanned == sorted(r.keys(mine)) and len(scanned) == 4, scanned
 print(r.dbsize())
 "#;
     // On a server that is not the primary, then on the primary: 4 keys per protocol each.

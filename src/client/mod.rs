@@ -20,7 +20,7 @@ pub use router::{
     ClientError, ClientOptions, LocalServer, Router, NO_CLUSTER_HINT, UNREACHABLE_AFTER,
 };
 
-use crate::kv::api::{Op, Request};
+use crate::kv::api::{Op, Request, ScanPage};
 use crate::monitor::MonitorClient;
 use crate::net::{RpcClient, Secret, Tls};
 
@@ -190,5 +190,33 @@ impl Client {
     /// Remove `key`; returns its previous value.
     pub async fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
         self.call(Op::Delete { key: key.to_vec() }).await
+    }
+
+    /// One page of the keys starting with `prefix` that sort after `after`, in key order, with
+    /// their values if `values` (see [`Op::Scan`]). A read like `get`: linearizable.
+    pub async fn scan(
+        &mut self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: u32,
+        values: bool,
+    ) -> Result<ScanPage, ClientError> {
+        let op = Op::Scan {
+            prefix: prefix.to_vec(),
+            after: after.map(serde_bytes::ByteBuf::from),
+            limit,
+            values,
+        };
+        let reply = self.call(op).await?.unwrap_or_default();
+        ScanPage::decode(&reply).map_err(|err| ClientError::BadReply(err.to_string()))
+    }
+
+    /// Remove every key; returns how many there were.
+    pub async fn flush(&mut self) -> Result<u64, ClientError> {
+        let reply = self.call(Op::Flush).await?.unwrap_or_default();
+        std::str::from_utf8(&reply)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| ClientError::BadReply("a flush's key count is not a number".into()))
     }
 }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::kv::api::{KvError, Op, Reply, Request, REQUEST};
+use crate::kv::api::{KvError, Reply, Request, REQUEST};
 use crate::monitor::{MonitorClient, MonitorUnavailable};
 use crate::net::RpcClient;
 use crate::view::{ClusterId, View};
@@ -81,6 +81,9 @@ pub enum ClientError {
     /// table (evicted or expired): nothing was applied; the caller starts a new session.
     #[error("the service no longer remembers this client's session; nothing was applied")]
     SessionLost,
+    /// The server answered with something this client cannot read (a different version?).
+    #[error("unreadable reply from the server: {0}")]
+    BadReply(String),
 }
 
 /// A kv server in this process that a router can hand requests to directly when it is the
@@ -301,9 +304,10 @@ impl Router {
     /// unknown.
     fn timed_out(&self, request: &Request, last: String) -> ClientError {
         let deadline = self.options.deadline;
-        match request.op {
-            Op::Get { .. } => ClientError::ReadFailed { deadline, last },
-            _ => ClientError::Indeterminate { deadline, last },
+        if request.op.is_read() {
+            ClientError::ReadFailed { deadline, last }
+        } else {
+            ClientError::Indeterminate { deadline, last }
         }
     }
 

@@ -93,6 +93,73 @@ pub enum Op {
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
+    /// Read, in key order, the keys that start with `prefix` and sort after `after` (from the
+    /// first if `None`): at most `limit` of them (capped at [`SCAN_MAX_KEYS`]) and about
+    /// [`SCAN_BYTES`] of keys and values. The reply is a [`ScanPage`], encoded. A read: it
+    /// changes nothing and is ordered like a `Get`.
+    Scan {
+        /// Only keys starting with this.
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+        /// Only keys after this one: the last key of the previous page.
+        after: Option<serde_bytes::ByteBuf>,
+        /// Most keys in the page.
+        limit: u32,
+        /// Whether the page carries the values too (otherwise each value is empty).
+        values: bool,
+    },
+    /// Remove every key (Redis's `FLUSHDB`); reply with how many there were, in decimal.
+    Flush,
+}
+
+/// Most keys one [`Op::Scan`] returns.
+pub const SCAN_MAX_KEYS: u32 = 10_000;
+/// About how many key and value bytes one [`Op::Scan`] returns (at least one pair, if any).
+pub const SCAN_BYTES: usize = 1 << 20;
+
+/// The reply of an [`Op::Scan`]: pairs in key order, and whether more keys follow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Keys and values (empty values when the scan asked for keys only).
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Whether keys past the last pair match too: ask again from it.
+    pub more: bool,
+}
+
+/// A scan reply that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadScanPage {
+    /// No reply at all.
+    #[error("the scan reply is empty")]
+    Empty,
+    /// The pairs do not parse.
+    #[error(transparent)]
+    Records(#[from] BadRecords),
+}
+
+impl ScanPage {
+    /// As it travels in a [`Reply::Ok`]: one byte, 1 if more keys follow, then the pairs
+    /// packed as in [`TransferChunk::records`].
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![u8::from(self.more)];
+        for (key, value) in &self.pairs {
+            pack_record(&mut out, key, value);
+        }
+        out
+    }
+
+    /// Read an encoded page.
+    pub fn decode(bytes: &[u8]) -> Result<ScanPage, BadScanPage> {
+        let (&flag, records) = bytes.split_first().ok_or(BadScanPage::Empty)?;
+        let pairs = unpack_records(records)?
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        Ok(ScanPage {
+            pairs,
+            more: flag == 1,
+        })
+    }
 }
 
 /// When an [`Op::Set`] writes.
@@ -118,7 +185,15 @@ impl Op {
             | Op::Set { key, .. }
             | Op::IncrBy { key, .. }
             | Op::AppendLen { key, .. } => key,
+            Op::Scan { prefix, .. } => prefix,
+            Op::Flush => &[],
         }
+    }
+
+    /// Whether it only reads: the primary keeps no duplicate entry for it, and a read that
+    /// timed out failed (a write's outcome would be unknown).
+    pub fn is_read(&self) -> bool {
+        matches!(self, Op::Get { .. } | Op::Scan { .. })
     }
 
     /// Key and value bytes it carries: what it costs to replicate, roughly.
@@ -134,7 +209,11 @@ impl Op {
             | Op::PutHash { value, .. }
             | Op::Set { value, .. }
             | Op::AppendLen { value, .. } => Some(value),
-            Op::Get { .. } | Op::Delete { .. } | Op::IncrBy { .. } => None,
+            Op::Get { .. }
+            | Op::Delete { .. }
+            | Op::IncrBy { .. }
+            | Op::Scan { .. }
+            | Op::Flush => None,
         }
     }
 }

@@ -150,10 +150,14 @@ impl Data {
 
     /// Records with keys after `after` (all records if `None`), in key order.
     pub fn after<'a>(&'a self, after: Option<&'a [u8]>) -> impl Iterator<Item = &'a Record> + 'a {
-        let start: Bound<&[u8]> = match after {
+        self.from(match after {
             Some(key) => Bound::Excluded(key),
             None => Bound::Unbounded,
-        };
+        })
+    }
+
+    /// Records with keys from `start` on, in key order.
+    pub fn from<'a>(&'a self, start: Bound<&'a [u8]>) -> impl Iterator<Item = &'a Record> + 'a {
         self.records.range::<_, [u8]>((start, Bound::Unbounded))
     }
 }

@@ -212,5 +212,6 @@ fn resp_context(server: &Arc<KvServer>, rpc: RpcClient) -> crate::resp::Context 
         }),
         secret: config.secret.clone(),
         status: Box::new(move || status.status()),
+        cursors: crate::resp::Cursors::default(),
     }
 }

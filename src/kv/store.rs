@@ -3,11 +3,12 @@
 //! the primary and the backup — the limits included, which are the service's and travel with
 //! the state, not each server's own.
 
+use std::ops::Bound;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{KvError, Op, Reply, Request, When};
+use super::api::{KvError, Op, Reply, Request, ScanPage, When, SCAN_BYTES, SCAN_MAX_KEYS};
 use super::data::{Data, Record};
 use super::sessions::{Lookup, Session, SessionBounds, Sessions};
 
@@ -100,8 +101,8 @@ impl Store {
         self.clock_ms = self.clock_ms.max(at_ms);
         let now = self.clock_ms;
         self.sessions.expire(now);
-        if let Op::Get { key } = &request.op {
-            return Reply::Ok(self.data.get(key).map(<[u8]>::to_vec));
+        if request.op.is_read() {
+            return self.execute(&request.op);
         }
         match self.sessions.lookup(request.client, request.seq, now) {
             Lookup::Repeat(reply) => reply,
@@ -196,7 +197,51 @@ impl Store {
                 Ok(length) => Reply::Ok(Some(length.to_string().into_bytes())),
                 Err(refused) => refused,
             },
+            Op::Scan {
+                prefix,
+                after,
+                limit,
+                values,
+            } => Reply::Ok(Some(
+                self.scan(
+                    prefix,
+                    after.as_ref().map(|a| a.as_slice()),
+                    *limit,
+                    *values,
+                )
+                .encode(),
+            )),
+            Op::Flush => {
+                let keys = self.data.len();
+                self.data = Data::default();
+                Reply::Ok(Some(keys.to_string().into_bytes()))
+            }
         }
+    }
+
+    /// One page of keys starting with `prefix` after `after` (see [`Op::Scan`]).
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: u32, values: bool) -> ScanPage {
+        // Nothing before the prefix can match: start there.
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut records = self
+            .data
+            .from(start)
+            .take_while(|r| r.key().starts_with(prefix))
+            .peekable();
+        let mut page = ScanPage::default();
+        let mut bytes = 0;
+        let limit = limit.clamp(1, SCAN_MAX_KEYS) as usize;
+        while let Some(record) = records.next_if(|_| page.pairs.len() < limit && bytes < SCAN_BYTES)
+        {
+            let value = if values { record.value() } else { &[] };
+            bytes += record.key().len() + value.len();
+            page.pairs.push((record.key().to_vec(), value.to_vec()));
+        }
+        page.more = records.peek().is_some();
+        page
     }
 
     /// Append `value` to the value of `key` (absent: empty) within the value limit; the new
@@ -258,6 +303,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::api::BadScanPage;
 
     fn req(client: u64, seq: u64, op: Op) -> Request {
         Request {
@@ -492,5 +538,75 @@ mod tests {
         };
         assert_eq!(run(&mut store, append), Reply::Ok(Some(b"4".to_vec())));
         assert_eq!(store.data().get(b"k"), Some(&b"dxyz"[..]));
+    }
+
+    fn scan(store: &mut Store, prefix: &str, after: Option<&str>, limit: u32) -> ScanPage {
+        let op = Op::Scan {
+            prefix: prefix.into(),
+            after: after.map(|a| serde_bytes::ByteBuf::from(a.as_bytes())),
+            limit,
+            values: true,
+        };
+        match store.apply(&req(9, 1, op), 0) {
+            Reply::Ok(Some(bytes)) => ScanPage::decode(&bytes).expect("a scan page"),
+            other => panic!("a scan replied {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_scan_pages_through_a_prefix_in_key_order() {
+        let mut store = Store::new(Limits::default());
+        for (seq, key) in ["a", "b1", "b2", "b3", "c"].iter().enumerate() {
+            store.apply(&req(1, seq as u64 + 1, put(key.as_bytes(), b"v")), 0);
+        }
+        let keys = |page: &ScanPage| -> Vec<String> {
+            let text = |k: &Vec<u8>| String::from_utf8_lossy(k).into_owned();
+            page.pairs.iter().map(|(k, _)| text(k)).collect()
+        };
+        let first = scan(&mut store, "b", None, 2);
+        assert_eq!(
+            (keys(&first), first.more),
+            (vec!["b1".into(), "b2".into()], true)
+        );
+        let second = scan(&mut store, "b", Some("b2"), 2);
+        assert_eq!((keys(&second), second.more), (vec!["b3".into()], false));
+        // A resume point before the prefix starts at the prefix; one past it finds nothing.
+        assert_eq!(keys(&scan(&mut store, "b", Some("a"), 9)).len(), 3);
+        assert!(scan(&mut store, "b", Some("b9"), 9).pairs.is_empty());
+        let all = scan(&mut store, "", None, 100);
+        assert_eq!((all.pairs.len(), all.more), (5, false));
+        assert_eq!(all.pairs[0], (b"a".to_vec(), b"v".to_vec()));
+        assert_eq!(store.sessions().len(), 1, "a scan keeps no session");
+    }
+
+    #[test]
+    fn a_scan_page_is_bounded_in_bytes_and_always_progresses() {
+        let mut store = Store::new(Limits::default());
+        let big = vec![7u8; SCAN_BYTES];
+        store.apply(&req(1, 1, put(b"k1", &big)), 0);
+        store.apply(&req(1, 2, put(b"k2", &big)), 0);
+        let page = scan(&mut store, "k", None, 100);
+        assert_eq!((page.pairs.len(), page.more), (1, true));
+        let page = scan(&mut store, "k", Some("k1"), 100);
+        assert_eq!((page.pairs.len(), page.more), (1, false));
+        assert_eq!(ScanPage::decode(&[]), Err(BadScanPage::Empty));
+        assert!(ScanPage::decode(&[0, 9]).is_err(), "a truncated pair");
+    }
+
+    #[test]
+    fn a_flush_removes_every_key_once() {
+        let mut store = Store::new(Limits::default());
+        store.apply(&req(1, 1, put(b"a", b"1")), 0);
+        store.apply(&req(1, 2, put(b"b", b"2")), 0);
+        let count = Some(b"2".to_vec());
+        assert_eq!(
+            store.apply(&req(1, 3, Op::Flush), 0),
+            Reply::Ok(count.clone())
+        );
+        assert_eq!((store.data().len(), store.data().bytes()), (0, 0));
+        store.apply(&req(2, 1, put(b"c", b"3")), 0);
+        // A retry of the flush gets its saved reply and does not remove the newer key.
+        assert_eq!(store.apply(&req(1, 3, Op::Flush), 0), Reply::Ok(count));
+        assert_eq!(store.data().get(b"c"), Some(&b"3"[..]));
     }
 }

@@ -80,6 +80,21 @@ pub enum Command {
     Type(Bytes),
     /// `PUTHASH key value`: viewkv's own (the seeds' PutHash).
     PutHash(Bytes, Bytes),
+    /// `KEYS pattern`.
+    Keys(Bytes),
+    /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
+    Scan {
+        /// 0 to start, else a cursor a previous page returned.
+        cursor: u64,
+        /// Only keys matching this glob.
+        pattern: Option<Bytes>,
+        /// How many keys to look at.
+        count: u32,
+        /// Only keys of this type: every key is a string.
+        strings: bool,
+    },
+    /// `FLUSHDB` and `FLUSHALL`, `ASYNC` or `SYNC` (both are synchronous here).
+    Flush,
 }
 
 /// How a `SET`-like command answers.
@@ -280,14 +295,56 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
                 lower.to_uppercase()
             ))
         }
-        b"KEYS" | b"SCAN" | b"FLUSHDB" | b"FLUSHALL" | b"MSETNX" | b"INCRBYFLOAT" | b"MULTI"
-        | b"EXEC" | b"RESET" => {
+        b"KEYS" => {
+            exactly(1)?;
+            Command::Keys(arg(0))
+        }
+        b"SCAN" => scan(rest, &lower)?,
+        b"FLUSHDB" | b"FLUSHALL" => match rest {
+            [] => Command::Flush,
+            [mode] if [&b"ASYNC"[..], b"SYNC"].contains(&&*mode.to_ascii_uppercase()) => {
+                Command::Flush
+            }
+            [_] => return Err(SYNTAX.into()),
+            _ => return Err(arity(&lower)),
+        },
+        b"MSETNX" | b"INCRBYFLOAT" | b"MULTI" | b"EXEC" | b"RESET" => {
             return Err(format!(
                 "ERR viewkv does not support {} yet",
                 lower.to_uppercase()
             ))
         }
         _ => return Err(unknown(name, rest)),
+    })
+}
+
+fn scan(rest: &[Bytes], lower: &str) -> Result<Command, Refusal> {
+    let [cursor, options @ ..] = rest else {
+        return Err(arity(lower));
+    };
+    let cursor = std::str::from_utf8(cursor)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| Refusal::from("ERR invalid cursor"))?;
+    let (mut pattern, mut count, mut strings) = (None, 10, true);
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        let value = options.next().ok_or_else(|| Refusal::from(SYNTAX))?;
+        match &*option.to_ascii_uppercase() {
+            b"MATCH" => pattern = Some(value.clone()),
+            b"COUNT" => match integer(value)? {
+                n if n < 1 => return Err(SYNTAX.into()),
+                n => count = u32::try_from(n).unwrap_or(u32::MAX),
+            },
+            b"TYPE" => strings = value.eq_ignore_ascii_case(b"string"),
+            _ => return Err(SYNTAX.into()),
+        }
+    }
+    Ok(Command::Scan {
+        cursor,
+        pattern,
+        count,
+        strings,
     })
 }
 
@@ -461,5 +518,31 @@ mod tests {
         assert_eq!(parsed("COMMAND DOCS"), Ok(Command::CommandTable));
         assert_eq!(parsed("CLIENT SETINFO lib-name x"), Ok(Command::ClientOk));
         assert!(parse(&[]).is_err());
+    }
+
+    #[test]
+    fn keys_scan_and_flush_parse() {
+        assert_eq!(parsed("KEYS user:*"), Ok(Command::Keys("user:*".into())));
+        let scan = |cursor, pattern: Option<&str>, count, strings| {
+            Ok(Command::Scan {
+                cursor,
+                pattern: pattern.map(|p| Bytes::copy_from_slice(p.as_bytes())),
+                count,
+                strings,
+            })
+        };
+        assert_eq!(parsed("SCAN 0"), scan(0, None, 10, true));
+        assert_eq!(
+            parsed("scan 42 match a* count 100 type STRING"),
+            scan(42, Some("a*"), 100, true)
+        );
+        assert_eq!(parsed("SCAN 0 TYPE hash"), scan(0, None, 10, false));
+        assert_eq!(parsed("SCAN x"), Err("ERR invalid cursor".into()));
+        assert_eq!(parsed("SCAN 0 COUNT 0"), Err(SYNTAX.into()));
+        assert_eq!(parsed("SCAN 0 MATCH"), Err(SYNTAX.into()));
+        assert_eq!(parsed("SCAN 0 FOO 1"), Err(SYNTAX.into()));
+        assert_eq!(parsed("FLUSHDB"), Ok(Command::Flush));
+        assert_eq!(parsed("flushall async"), Ok(Command::Flush));
+        assert_eq!(parsed("FLUSHDB LATER"), Err(SYNTAX.into()));
     }
 }

@@ -15,9 +15,10 @@ use tokio::net::TcpStream;
 
 use super::command::{parse, Command, SetShape};
 use super::info::info;
+use super::scan::Glob;
 use super::Context;
 use crate::client::ClientError;
-use crate::kv::api::{KvError, Op};
+use crate::kv::api::{KvError, Op, SCAN_MAX_KEYS};
 use crate::Client;
 
 /// Most bytes of one command (a value up to the largest message, with room for its framing).
@@ -414,6 +415,73 @@ impl Connection {
                 Ok(previous) => bulk(previous),
                 Err(err) => failure(err),
             },
+            Command::Keys(pattern) => keys(client, &Glob::new(&pattern)).await,
+            Command::Scan {
+                cursor,
+                pattern,
+                count,
+                strings,
+            } => {
+                let after = match cursor {
+                    0 => None,
+                    cursor => match self.context.cursors.resume(cursor) {
+                        Some(key) => Some(key),
+                        None => return error("ERR invalid cursor"),
+                    },
+                };
+                let glob = Glob::new(pattern.as_deref().unwrap_or(b"*"));
+                let page = match client
+                    .scan(&glob.prefix(), after.as_deref(), count, false)
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(err) => return failure(err),
+                };
+                let next = match page.pairs.last() {
+                    Some((last, _)) if page.more => self.context.cursors.after(last.clone()),
+                    _ => 0,
+                };
+                let keys = page
+                    .pairs
+                    .into_iter()
+                    .filter(|(key, _)| strings && glob.matches(key))
+                    .map(|(key, _)| BytesFrame::BulkString(key.into()))
+                    .collect();
+                BytesFrame::Array(vec![
+                    BytesFrame::BulkString(next.to_string().into()),
+                    BytesFrame::Array(keys),
+                ])
+            }
+            Command::Flush => match client.flush().await {
+                Ok(_) => simple("OK"),
+                Err(err) => failure(err),
+            },
+        }
+    }
+}
+
+/// `KEYS`: every key matching `glob`, page by page through the store's scan.
+async fn keys(client: &mut Client, glob: &Glob) -> BytesFrame {
+    let prefix = glob.prefix();
+    let mut after: Option<Vec<u8>> = None;
+    let mut found = Vec::new();
+    loop {
+        let page = match client
+            .scan(&prefix, after.as_deref(), SCAN_MAX_KEYS, false)
+            .await
+        {
+            Ok(page) => page,
+            Err(err) => return failure(err),
+        };
+        after = page.pairs.last().map(|(key, _)| key.clone());
+        found.extend(
+            page.pairs
+                .into_iter()
+                .filter(|(key, _)| glob.matches(key))
+                .map(|(key, _)| BytesFrame::BulkString(key.into())),
+        );
+        if !page.more || after.is_none() {
+            return BytesFrame::Array(found);
         }
     }
 }

@@ -8,8 +8,10 @@
 mod command;
 mod connection;
 mod info;
+mod scan;
 
 pub use command::{parse, Command, Refusal, SetShape};
+pub use scan::{Cursors, Glob, MAX_CURSORS};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +27,7 @@ use crate::Client;
 /// The Redis version viewkv reports (`INFO`, `HELLO`): the release whose commands it follows.
 pub const REDIS_VERSION: &str = "7.0.0";
 /// How many commands `COMMAND COUNT` reports.
-pub const COMMANDS: usize = 40;
+pub const COMMANDS: usize = 44;
 /// Most connections served at once; one more is closed at once.
 pub const MAX_CONNECTIONS: usize = 4096;
 
@@ -38,6 +40,8 @@ pub struct Context {
     pub secret: Option<Secret>,
     /// The server's status document, for `INFO`.
     pub status: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
+    /// The SCAN cursors this server handed out.
+    pub cursors: Cursors,
 }
 
 /// Serve the Redis protocol on `listener` until `shutdown` completes.

@@ -87,7 +87,8 @@ impl Recorder {
             Err(
                 err @ (ClientError::Refused(_)
                 | ClientError::SessionLost
-                | ClientError::Unauthorized(_)),
+                | ClientError::Unauthorized(_)
+                | ClientError::BadReply(_)),
             ) => {
                 let text = format!("{call}: {err}");
                 match self.refused.lock() {

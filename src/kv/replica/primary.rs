@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{Effect, PrimaryRole, Replica, Role};
-use crate::kv::api::{Entry, KvError, Op, Reply, Request};
+use crate::kv::api::{Entry, KvError, Reply, Request};
 use crate::kv::transfer::Snapshot;
 use crate::kv::Data;
 
@@ -87,7 +87,7 @@ impl Replica {
                 ),
             }));
         }
-        let is_read = matches!(request.op, Op::Get { .. });
+        let is_read = request.op.is_read();
         // A write whose retries could outlive its session could apply twice (reads keep no
         // session).
         if !is_read && request.deadline_ms.saturating_sub(wall_ms) > ttl_ms {
