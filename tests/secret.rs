@@ -43,7 +43,9 @@ async fn without_the_secret_every_rpc_is_refused_and_nothing_changes() {
         },
     };
     let body = viewkv::net::encode(&put);
-    for path in [REQUEST, FORWARD, TRANSFER, DUMP] {
+    // The HTTP API's append is a POST that would change `k`.
+    let api = ["/v1/kv/k/append", "/v1/kv", "/v1/openapi.json"];
+    for path in [REQUEST, FORWARD, TRANSFER, DUMP].into_iter().chain(api) {
         let reply = intruder
             .call_raw(&primary, path, body.clone(), DEADLINE)
             .await;

@@ -11,6 +11,7 @@
 pub mod api;
 mod data;
 mod dumps;
+pub mod http_api;
 pub mod replica;
 mod replication;
 mod server;
@@ -171,14 +172,20 @@ pub async fn run_with_resp(
         me.addr
     );
     let pinger = tokio::spawn(server.clone().ping_loop());
+    let new_client = client_maker(&server, rpc_for_resp);
     let resp = resp.map(|listener| {
-        let context = resp_context(&server, rpc_for_resp.clone());
+        let context = resp_context(&server, new_client.clone());
         tokio::spawn(crate::resp::run(listener, context, std::future::pending()))
     });
     let secret = server.config.secret.clone();
+    let node = http_api::Node {
+        server: server.clone(),
+        new_client,
+        idle: std::sync::Mutex::new(Vec::new()),
+    };
     serve(
         listener,
-        server.clone(),
+        Arc::new(node),
         shutdown,
         ServeLimits::default(),
         secret,
@@ -194,9 +201,10 @@ pub async fn run_with_resp(
     server.stop().await;
 }
 
-/// What the Redis-protocol connections of `server` share: client sessions through `rpc` (which
-/// carries the server's secret and TLS), `AUTH` against the secret, `INFO` from the status.
-fn resp_context(server: &Arc<KvServer>, rpc: RpcClient) -> crate::resp::Context {
+/// How the front doors of `server` (the Redis protocol, the HTTP API) make a client session:
+/// through `rpc` (which carries the server's secret and TLS), handing requests to `server`
+/// itself while it is the primary.
+fn client_maker(server: &Arc<KvServer>, rpc: RpcClient) -> http_api::NewClient {
     let config = &server.config;
     let options = ClientOptions {
         deadline: Duration::from_secs(10),
@@ -204,13 +212,19 @@ fn resp_context(server: &Arc<KvServer>, rpc: RpcClient) -> crate::resp::Context 
         rpc_timeout: config.rpc_timeout + config.confirm_timeout,
     };
     let monitors = config.monitors.clone();
-    let status = server.clone();
     let local: Arc<dyn crate::client::LocalServer> = server.clone();
+    Arc::new(move || {
+        Client::with_rpc(rpc.clone(), monitors.clone(), options).with_local(local.clone())
+    })
+}
+
+/// What the Redis-protocol connections of `server` share: client sessions, `AUTH` against the
+/// secret, `INFO` from the status.
+fn resp_context(server: &Arc<KvServer>, new_client: http_api::NewClient) -> crate::resp::Context {
+    let status = server.clone();
     crate::resp::Context {
-        new_client: Box::new(move || {
-            Client::with_rpc(rpc.clone(), monitors.clone(), options).with_local(local.clone())
-        }),
-        secret: config.secret.clone(),
+        new_client: Box::new(move || new_client()),
+        secret: server.config.secret.clone(),
         status: Box::new(move || status.status()),
         cursors: crate::resp::Cursors::default(),
     }

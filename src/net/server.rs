@@ -33,6 +33,12 @@ pub trait Handler: Send + Sync + 'static {
     fn gauges(&self) -> Vec<Gauge> {
         Vec::new()
     }
+
+    /// The route `path` belongs to, as `/metrics` labels it: paths that carry a key name
+    /// their route instead, so a label does not grow with the keys.
+    fn route(&self, path: &str) -> String {
+        path.to_string()
+    }
 }
 
 fn response(status: StatusCode, content_type: &str, body: Vec<u8>) -> HttpResponse {
@@ -143,7 +149,7 @@ async fn handle_one<H: Handler>(
     let known = reply.status() != StatusCode::NOT_FOUND;
     listener
         .metrics
-        .record(&path, known, status, started.elapsed());
+        .record(&handler.route(&path), known, status, started.elapsed());
     reply
 }
 
