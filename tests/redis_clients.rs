@@ -172,6 +172,12 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
         (&["DBSIZE"], "2"),
         (&["SELECT", "0"], "OK"),
         (&["PUTHASH", "h", "v"], ""),
+        (&["MSETNX", "m1", "1", "m2", "2"], "1"),
+        (&["MSETNX", "m2", "x", "m3", "3"], "0"),
+        (&["MGET", "m1", "m2", "m3"], "1\n2"),
+        (&["INCRBYFLOAT", "fl", "10.5"], "10.5"),
+        (&["INCRBYFLOAT", "fl", "0.1"], "10.6"),
+        (&["INCRBYFLOAT", "a", "1"], "ERR value is not a valid float"),
         (
             &["FROB", "x"],
             "ERR unknown command 'FROB', with args beginning with: 'x'",

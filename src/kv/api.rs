@@ -110,6 +110,25 @@ pub enum Op {
     },
     /// Remove every key (Redis's `FLUSHDB`); reply with how many there were, in decimal.
     Flush,
+    /// Set several keys as one operation (Redis's `MSET`; with `only_if_none_exist`, `MSETNX`:
+    /// nothing is written if any of the keys exists). Reply: `1` if written, `0` if not.
+    MSet {
+        /// Keys and values, applied in order (a repeated key keeps the last value).
+        pairs: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+        /// Write only if none of the keys exists.
+        only_if_none_exist: bool,
+    },
+    /// Add `by` to the value read as a decimal number (absent: 0); reply with the new value as
+    /// Redis writes it (`INCRBYFLOAT`: up to 17 significant digits, no exponent, no trailing
+    /// zeros). A value that is not a number, or a result that is not finite: `Invalid`.
+    IncrByFloat {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The increment, as the client wrote it: parsed when applied, so the operation is
+        /// plain bytes on the wire and in the duplicate table.
+        by: String,
+    },
 }
 
 /// Most keys one [`Op::Scan`] returns.
@@ -185,7 +204,9 @@ impl Op {
             | Op::Set { key, .. }
             | Op::IncrBy { key, .. }
             | Op::AppendLen { key, .. } => key,
+            Op::IncrByFloat { key, .. } => key,
             Op::Scan { prefix, .. } => prefix,
+            Op::MSet { pairs, .. } => pairs.first().map_or(&[][..], |(key, _)| key),
             Op::Flush => &[],
         }
     }
@@ -198,7 +219,10 @@ impl Op {
 
     /// Key and value bytes it carries: what it costs to replicate, roughly.
     pub fn bytes(&self) -> usize {
-        self.key().len() + self.value().map_or(0, <[u8]>::len)
+        match self {
+            Op::MSet { pairs, .. } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            _ => self.key().len() + self.value().map_or(0, <[u8]>::len),
+        }
     }
 
     /// The value it carries, if any.
@@ -213,7 +237,9 @@ impl Op {
             | Op::Delete { .. }
             | Op::IncrBy { .. }
             | Op::Scan { .. }
-            | Op::Flush => None,
+            | Op::Flush
+            | Op::MSet { .. }
+            | Op::IncrByFloat { .. } => None,
         }
     }
 }

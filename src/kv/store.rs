@@ -12,6 +12,15 @@ use super::api::{KvError, Op, Reply, Request, ScanPage, When, SCAN_BYTES, SCAN_M
 use super::data::{Data, Record};
 use super::sessions::{Lookup, Session, SessionBounds, Sessions};
 
+/// `n` as an INCRBYFLOAT result: the shortest decimal that reads back as `n`, never with an
+/// exponent (Redis: `10.5` + `0.1` is `10.6`, `5.0e3` + `2.0e2` is `5200`).
+pub fn redis_float(n: f64) -> String {
+    if n == 0.0 {
+        return "0".to_string();
+    }
+    n.to_string()
+}
+
 /// FNV-1a, 32 bits: the hash of PutHash (seed 000).
 pub fn fnv1a32(bytes: &[u8]) -> u32 {
     bytes.iter().fold(2_166_136_261u32, |hash, byte| {
@@ -138,6 +147,16 @@ impl Store {
         if let Some(value) = op.value().filter(|v| v.len() > limits.max_value) {
             return too_large("value", value.len(), &limits);
         }
+        if let Op::MSet { pairs, .. } = op {
+            for (key, value) in pairs {
+                if key.len() > limits.max_value {
+                    return too_large("key", key.len(), &limits);
+                }
+                if value.len() > limits.max_value {
+                    return too_large("value", value.len(), &limits);
+                }
+            }
+        }
         let previous = |r: Option<Record>| r.map(|r| r.value().to_vec());
         match op {
             Op::Get { key } => Reply::Ok(self.data.get(key).map(<[u8]>::to_vec)),
@@ -211,6 +230,40 @@ impl Store {
                 )
                 .encode(),
             )),
+            Op::MSet {
+                pairs,
+                only_if_none_exist,
+            } => {
+                if *only_if_none_exist && pairs.iter().any(|(k, _)| self.data.get(k).is_some()) {
+                    return Reply::Ok(Some(b"0".to_vec()));
+                }
+                for (key, value) in pairs {
+                    self.data.set(key, value);
+                }
+                Reply::Ok(Some(b"1".to_vec()))
+            }
+            Op::IncrByFloat { key, by } => {
+                let old = self.data.get(key).unwrap_or(b"0");
+                let number = |text: &[u8]| {
+                    std::str::from_utf8(text)
+                        .ok()
+                        .and_then(|t| t.parse::<f64>().ok())
+                        .filter(|n| n.is_finite())
+                };
+                let (Some(old), Some(by)) = (number(old), number(by.as_bytes())) else {
+                    return invalid("value is not a valid float");
+                };
+                let new = old + by;
+                if !new.is_finite() {
+                    return invalid("increment would produce NaN or Infinity");
+                }
+                let text = redis_float(new);
+                if let Err(refused) = self.fits(text.len()) {
+                    return refused;
+                }
+                self.data.set(key, text.as_bytes());
+                Reply::Ok(Some(text.into_bytes()))
+            }
             Op::Flush => {
                 let keys = self.data.len();
                 self.data = Data::default();
@@ -244,14 +297,20 @@ impl Store {
         page
     }
 
+    /// Whether a value of `length` bytes for `key` is within the value limit.
+    fn fits(&self, length: usize) -> Result<(), Reply> {
+        if length > self.limits.max_value {
+            return Err(too_large("resulting value", length, &self.limits));
+        }
+        Ok(())
+    }
+
     /// Append `value` to the value of `key` (absent: empty) within the value limit; the new
     /// length, or the refusal.
     fn append(&mut self, key: &[u8], value: &[u8]) -> Result<usize, Reply> {
         let old = self.data.get(key).unwrap_or_default();
         let length = old.len() + value.len();
-        if length > self.limits.max_value {
-            return Err(too_large("resulting value", length, &self.limits));
-        }
+        self.fits(length)?;
         let new = [old, value].concat();
         self.data.set(key, &new);
         Ok(length)
@@ -608,5 +667,81 @@ mod tests {
         // A retry of the flush gets its saved reply and does not remove the newer key.
         assert_eq!(store.apply(&req(1, 3, Op::Flush), 0), Reply::Ok(count));
         assert_eq!(store.data().get(b"c"), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn msetnx_writes_all_keys_or_none() {
+        let mut store = Store::new(Limits::default());
+        let mset = |pairs: &[(&str, &str)], only_if_none_exist| Op::MSet {
+            pairs: pairs
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec().into(), v.as_bytes().to_vec().into()))
+                .collect(),
+            only_if_none_exist,
+        };
+        let written = |n: &str| Reply::Ok(Some(n.as_bytes().to_vec()));
+        let first = mset(&[("a", "1"), ("b", "2")], true);
+        assert_eq!(store.apply(&req(1, 1, first), 0), written("1"));
+        let clash = mset(&[("c", "3"), ("b", "9")], true);
+        assert_eq!(store.apply(&req(1, 2, clash), 0), written("0"));
+        assert_eq!(
+            (store.data().get(b"b"), store.data().get(b"c")),
+            (Some(&b"2"[..]), None)
+        );
+        let plain = mset(&[("b", "8"), ("c", "3"), ("b", "7")], false);
+        assert_eq!(store.apply(&req(1, 3, plain), 0), written("1"));
+        assert_eq!(
+            (store.data().get(b"b"), store.data().len()),
+            (Some(&b"7"[..]), 3)
+        );
+        let limits = Limits {
+            max_value: 4,
+            ..Limits::default()
+        };
+        let mut small = Store::new(limits);
+        let big = mset(&[("a", "1"), ("b", "12345")], false);
+        assert!(matches!(
+            small.apply(&req(1, 1, big), 0),
+            Reply::Err(KvError::TooLarge { .. })
+        ));
+        assert!(small.data().is_empty(), "a refused MSET writes no key");
+    }
+
+    #[test]
+    fn incrbyfloat_follows_redis() {
+        let mut store = Store::new(Limits::default());
+        let incr = |key: &str, by: &str| Op::IncrByFloat {
+            key: key.as_bytes().to_vec(),
+            by: by.to_string(),
+        };
+        let mut seq = 0;
+        let mut run = |store: &mut Store, op| {
+            seq += 1;
+            store.apply(&req(1, seq, op), 0)
+        };
+        let ok = |text: &str| Reply::Ok(Some(text.as_bytes().to_vec()));
+        run(&mut store, put(b"f", b"10.50"));
+        assert_eq!(run(&mut store, incr("f", "0.1")), ok("10.6"));
+        assert_eq!(run(&mut store, incr("f", "-5")), ok("5.6"));
+        run(&mut store, put(b"e", b"5.0e3"));
+        assert_eq!(run(&mut store, incr("e", "2.0e2")), ok("5200"));
+        assert_eq!(run(&mut store, incr("new", "-1.5")), ok("-1.5"));
+        assert_eq!(run(&mut store, incr("new", "1.5")), ok("0"));
+        run(&mut store, put(b"s", b"abc"));
+        for (key, by) in [("s", "1"), ("f", "x"), ("f", "inf"), ("f", "nan")] {
+            assert!(
+                matches!(
+                    run(&mut store, incr(key, by)),
+                    Reply::Err(KvError::Invalid { .. })
+                ),
+                "{key} by {by}"
+            );
+        }
+        run(&mut store, put(b"max", b"1.7e308"));
+        assert!(matches!(
+            run(&mut store, incr("max", "1.7e308")),
+            Reply::Err(KvError::Invalid { .. })
+        ));
+        assert_eq!(store.data().get(b"max"), Some(&b"1.7e308"[..]), "unchanged");
     }
 }

@@ -72,8 +72,10 @@ pub enum Command {
     Exists(Vec<Bytes>),
     /// `MGET key...`.
     MGet(Vec<Bytes>),
-    /// `MSET key value ...`.
-    MSet(Vec<(Bytes, Bytes)>),
+    /// `MSET key value ...` (`false`) and `MSETNX` (`true`): one operation.
+    MSet(Vec<(Bytes, Bytes)>, bool),
+    /// `INCRBYFLOAT key increment`.
+    IncrByFloat(Bytes, Bytes),
     /// `INCR`, `DECR`, `INCRBY`, `DECRBY`.
     IncrBy(Bytes, i64),
     /// `TYPE key`.
@@ -253,7 +255,7 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
             at_least(1)?;
             Command::MGet(rest.to_vec())
         }
-        b"MSET" => {
+        b"MSET" | b"MSETNX" => {
             if rest.is_empty() || rest.len() % 2 != 0 {
                 return Err(arity(&lower));
             }
@@ -261,7 +263,12 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
                 rest.chunks(2)
                     .map(|pair| (pair[0].clone(), pair[1].clone()))
                     .collect(),
+                name.eq_ignore_ascii_case(b"MSETNX"),
             )
+        }
+        b"INCRBYFLOAT" => {
+            exactly(2)?;
+            Command::IncrByFloat(arg(0), arg(1))
         }
         b"INCR" => {
             exactly(1)?;
@@ -308,7 +315,7 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
             [_] => return Err(SYNTAX.into()),
             _ => return Err(arity(&lower)),
         },
-        b"MSETNX" | b"INCRBYFLOAT" | b"MULTI" | b"EXEC" | b"RESET" => {
+        b"MULTI" | b"EXEC" | b"RESET" => {
             return Err(format!(
                 "ERR viewkv does not support {} yet",
                 lower.to_uppercase()

@@ -391,13 +391,28 @@ impl Connection {
                 }
                 BytesFrame::Array(values)
             }
-            Command::MSet(pairs) => {
-                for (key, value) in pairs {
-                    if let Err(err) = client.put(&key, &value).await {
-                        return failure(err);
-                    }
+            Command::MSet(pairs, only_if_none_exist) => {
+                let op = Op::MSet {
+                    pairs: pairs
+                        .into_iter()
+                        .map(|(k, v)| (k.to_vec().into(), v.to_vec().into()))
+                        .collect(),
+                    only_if_none_exist,
+                };
+                match client.execute(op).await {
+                    Ok(_) if !only_if_none_exist => simple("OK"),
+                    written => decimal(written),
                 }
-                simple("OK")
+            }
+            Command::IncrByFloat(key, by) => {
+                let op = Op::IncrByFloat {
+                    key: key.to_vec(),
+                    by: String::from_utf8_lossy(&by).into_owned(),
+                };
+                match client.execute(op).await {
+                    Ok(value) => bulk(value),
+                    Err(err) => failure(err),
+                }
             }
             Command::IncrBy(key, by) => {
                 let op = Op::IncrBy {
