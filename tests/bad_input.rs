@@ -270,6 +270,7 @@ fn transfer_chunk() -> impl Strategy<Value = TransferChunk> {
                     chunk,
                     last,
                     records,
+                    deadlines: Vec::new(),
                     sessions,
                     clock_ms,
                     limits,
@@ -616,6 +617,7 @@ fn absurd_length_prefixes_are_refused_by_every_decoder() {
                 last: true,
                 // The buffer's own length prefix is the one inflated.
                 records: M.to_vec(),
+                deadlines: Vec::new(),
                 sessions: Vec::new(),
                 clock_ms: 0,
                 limits: Limits::default(),
@@ -735,6 +737,7 @@ fn valid_body(path: &str) -> Option<Vec<u8>> {
                 pack_record(&mut records, b"fuzz-key", b"x");
                 records
             },
+            deadlines: Vec::new(),
             sessions: Vec::new(),
             clock_ms: 0,
             limits: Limits::default(),

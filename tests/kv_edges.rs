@@ -400,6 +400,7 @@ async fn a_late_transfer_chunk_cannot_roll_the_backup_back() {
         chunk: 0,
         last: true,
         records: Vec::new(),
+        deadlines: Vec::new(),
         sessions: Vec::new(),
         clock_ms: 0,
         limits: Limits::default(),

@@ -250,6 +250,30 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
     }
     let out = child.wait_with_output().expect("redis-cli ends");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\n2\n2\n");
+    // Expiry: a key with a time to live is gone once it passes, from every port.
+    assert_eq!(
+        up.cli(idle, &["SET", "brief", "v", "PX", "300"]).1.trim(),
+        "OK"
+    );
+    let number = |args: &[&str]| -> i64 { up.cli(idle, args).1.trim().parse().expect("a number") };
+    assert_eq!(
+        up.cli(idle, &["SET", "mid", "v", "PX", "600000"]).1.trim(),
+        "OK"
+    );
+    let pttl = number(&["PTTL", "mid"]);
+    assert!((1..=600_000).contains(&pttl), "PTTL {pttl}");
+    assert_eq!(up.cli(idle, &["SETEX", "long", "100", "v"]).1.trim(), "OK");
+    let ttl = number(&["TTL", "long"]);
+    assert!((1..=100).contains(&ttl), "TTL {ttl}");
+    assert_eq!(up.cli(idle, &["PERSIST", "long"]).1.trim(), "1");
+    assert_eq!(up.cli(idle, &["TTL", "long"]).1.trim(), "-1");
+    assert_eq!(up.cli(idle, &["TTL", "nothing"]).1.trim(), "-2");
+    assert_eq!(up.cli(idle, &["EXPIRE", "long", "0"]).1.trim(), "1");
+    assert_eq!(up.cli(idle, &["EXISTS", "long"]).1.trim(), "0");
+    wait_for("the key with PX 300 to expire", || {
+        let gone = |port: &u16| up.cli(*port, &["GET", "brief"]).1.trim().is_empty();
+        up.resp.values().all(gone).then_some(())
+    });
     // FLUSHDB empties the service, as seen from every port.
     assert_eq!(up.cli(idle, &["FLUSHDB"]).1.trim(), "OK");
     for port in up.resp.values() {
@@ -284,6 +308,9 @@ for protocol in (2, 3):
     [t.join() for t in threads]
     assert r.get(key("shared")) == b"400", r.get(key("shared"))
     assert r.info("replication")["role"] == "master"
+    assert r.set(key("ttl"), "v", ex=100) and 1 <= r.ttl(key("ttl")) <= 100
+    assert r.persist(key("ttl")) and r.ttl(key("ttl")) == -1
+    r.delete(key("ttl"))
     mine = key("*")
     scanned = sorted(r.scan_iter(match=mine, count=2))
     assert scanned == sorted(r.keys(mine)) and len(scanned) == 4, scanned

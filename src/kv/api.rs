@@ -73,6 +73,8 @@ pub enum Op {
         when: When,
         /// Reply with the previous value.
         get: bool,
+        /// What the write does to the key's time to live.
+        ttl: Ttl,
     },
     /// Add `by` to the value read as a decimal 64-bit integer (absent: 0); reply with the new
     /// value in decimal. A value that is not such an integer, or an overflow: `Invalid`.
@@ -110,6 +112,23 @@ pub enum Op {
     },
     /// Remove every key (Redis's `FLUSHDB`); reply with how many there were, in decimal.
     Flush,
+    /// Make the key expire `after_ms` from now on the service clock (0: remove it now), or with
+    /// `None` never (`PERSIST`). Reply: `1` if the key exists (for `PERSIST`: and had a time to
+    /// live), else `0`.
+    Expire {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// How long it lives from now, in ms; `None` for ever.
+        after_ms: Option<u64>,
+    },
+    /// Read the key's remaining time to live in ms, in decimal: `-2` if the key does not exist,
+    /// `-1` if it does not expire. A read.
+    Ttl {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
     /// Set several keys as one operation (Redis's `MSET`; with `only_if_none_exist`, `MSETNX`:
     /// nothing is written if any of the keys exists). Reply: `1` if written, `0` if not.
     MSet {
@@ -181,6 +200,18 @@ impl ScanPage {
     }
 }
 
+/// What an [`Op::Set`] does to the key's time to live. Expiry runs on the service clock, which
+/// the primary and backup share (see [`Entry::at_ms`]): a key expires on both at the same entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ttl {
+    /// The key no longer expires (a plain `SET`).
+    Clear,
+    /// The key keeps the deadline it had (`KEEPTTL`).
+    Keep,
+    /// The key expires this many ms from now (`EX`, `PX`).
+    In(u64),
+}
+
 /// When an [`Op::Set`] writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum When {
@@ -204,7 +235,7 @@ impl Op {
             | Op::Set { key, .. }
             | Op::IncrBy { key, .. }
             | Op::AppendLen { key, .. } => key,
-            Op::IncrByFloat { key, .. } => key,
+            Op::IncrByFloat { key, .. } | Op::Expire { key, .. } | Op::Ttl { key } => key,
             Op::Scan { prefix, .. } => prefix,
             Op::MSet { pairs, .. } => pairs.first().map_or(&[][..], |(key, _)| key),
             Op::Flush => &[],
@@ -214,7 +245,7 @@ impl Op {
     /// Whether it only reads: the primary keeps no duplicate entry for it, and a read that
     /// timed out failed (a write's outcome would be unknown).
     pub fn is_read(&self) -> bool {
-        matches!(self, Op::Get { .. } | Op::Scan { .. })
+        matches!(self, Op::Get { .. } | Op::Scan { .. } | Op::Ttl { .. })
     }
 
     /// Key and value bytes it carries: what it costs to replicate, roughly.
@@ -239,7 +270,9 @@ impl Op {
             | Op::Scan { .. }
             | Op::Flush
             | Op::MSet { .. }
-            | Op::IncrByFloat { .. } => None,
+            | Op::IncrByFloat { .. }
+            | Op::Expire { .. }
+            | Op::Ttl { .. } => None,
         }
     }
 }
@@ -399,6 +432,8 @@ pub struct TransferChunk {
     /// [value]` (see [`pack_record`]).
     #[serde(with = "serde_bytes")]
     pub records: Vec<u8>,
+    /// When the keys of this chunk that expire do so (service clock, ms).
+    pub deadlines: Vec<(serde_bytes::ByteBuf, u64)>,
     /// Part of the duplicate table.
     pub sessions: Vec<(u64, Session)>,
     /// The service clock of the state (see [`Entry::at_ms`]), so the backup expires sessions

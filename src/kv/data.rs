@@ -97,6 +97,10 @@ pub struct Data {
     records: imbl::OrdSet<Record>,
     /// Sum of key and value lengths.
     bytes: usize,
+    /// The keys that expire: key → when, on the service clock (ms).
+    deadlines: imbl::OrdMap<Vec<u8>, u64>,
+    /// The same pairs ordered by deadline, so the keys due first are found first.
+    due: imbl::OrdSet<(u64, Vec<u8>)>,
 }
 
 impl Data {
@@ -124,8 +128,9 @@ impl Data {
         }
     }
 
-    /// Remove `key`; returns the removed record.
+    /// Remove `key` (and its deadline); returns the removed record.
     pub fn remove(&mut self, key: &[u8]) -> Option<Record> {
+        self.set_deadline(key, None);
         let previous = self.records.remove(key);
         if let Some(old) = &previous {
             self.bytes -= old.size();
@@ -146,6 +151,45 @@ impl Data {
     /// Bytes of keys and values.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// When `key` expires, if it does.
+    pub fn deadline(&self, key: &[u8]) -> Option<u64> {
+        self.deadlines.get(key).copied()
+    }
+
+    /// Make `key` expire at `deadline`, or (`None`) never.
+    pub fn set_deadline(&mut self, key: &[u8], deadline: Option<u64>) {
+        if let Some(old) = self.deadlines.remove(key) {
+            self.due.remove(&(old, key.to_vec()));
+        }
+        if let Some(at) = deadline {
+            self.deadlines.insert(key.to_vec(), at);
+            self.due.insert((at, key.to_vec()));
+        }
+    }
+
+    /// A copy without the keys whose deadline is `now` or earlier (O(1) plus the expired).
+    pub fn live(&self, now: u64) -> Data {
+        let mut copy = self.clone();
+        while let Some((at, key)) = copy.first_due() {
+            if at > now {
+                break;
+            }
+            let key = key.to_vec();
+            copy.remove(&key);
+        }
+        copy
+    }
+
+    /// Keys with a deadline.
+    pub fn expiring(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    /// The key that expires first, with its deadline.
+    pub fn first_due(&self) -> Option<(u64, &[u8])> {
+        self.due.get_min().map(|(at, key)| (*at, key.as_slice()))
     }
 
     /// Records with keys after `after` (all records if `None`), in key order.
@@ -214,5 +258,23 @@ mod tests {
         assert!(snapshot.after(None).all(|r| r.value() == b"old"));
         assert_eq!(snapshot.len(), 10_000);
         assert_eq!(data.len(), 9_999);
+    }
+
+    #[test]
+    fn deadlines_are_kept_by_key_and_by_time() {
+        let mut data = Data::default();
+        data.set(b"a", b"1");
+        data.set(b"b", b"2");
+        data.set_deadline(b"a", Some(50));
+        data.set_deadline(b"b", Some(20));
+        data.set_deadline(b"b", Some(30));
+        assert_eq!((data.deadline(b"a"), data.expiring()), (Some(50), 2));
+        assert_eq!(data.first_due(), Some((30, &b"b"[..])));
+        let live = data.live(30);
+        assert_eq!((live.len(), live.get(b"b"), live.expiring()), (1, None, 1));
+        assert_eq!(data.len(), 2, "the original keeps its keys");
+        data.remove(b"b");
+        data.set_deadline(b"a", None);
+        assert_eq!((data.first_due(), data.expiring()), (None, 0));
     }
 }

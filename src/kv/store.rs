@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{KvError, Op, Reply, Request, ScanPage, When, SCAN_BYTES, SCAN_MAX_KEYS};
+use super::api::{KvError, Op, Reply, Request, ScanPage, Ttl, When, SCAN_BYTES, SCAN_MAX_KEYS};
 use super::data::{Data, Record};
 use super::sessions::{Lookup, Session, SessionBounds, Sessions};
+
+/// Most expired keys removed besides the operation's own each time a request is applied.
+pub const REAP_PER_APPLY: usize = 16;
 
 /// `n` as an INCRBYFLOAT result: the shortest decimal that reads back as `n`, never with an
 /// exponent (Redis: `10.5` + `0.1` is `10.6`, `5.0e3` + `2.0e2` is `5200`).
@@ -110,6 +113,7 @@ impl Store {
         self.clock_ms = self.clock_ms.max(at_ms);
         let now = self.clock_ms;
         self.sessions.expire(now);
+        self.reap(&request.op, now);
         if request.op.is_read() {
             return self.execute(&request.op);
         }
@@ -141,6 +145,7 @@ impl Store {
 
     fn execute(&mut self, op: &Op) -> Reply {
         let limits = self.limits;
+        let now = self.clock_ms;
         if op.key().len() > limits.max_value {
             return too_large("key", op.key().len(), &limits);
         }
@@ -161,7 +166,7 @@ impl Store {
         match op {
             Op::Get { key } => Reply::Ok(self.data.get(key).map(<[u8]>::to_vec)),
             Op::Put { key, value } => {
-                self.data.set(key, value);
+                self.write(key, value);
                 Reply::Ok(None)
             }
             Op::Append { key, value } => match self.append(key, value) {
@@ -171,7 +176,7 @@ impl Store {
             Op::PutHash { key, value } => {
                 let old = self.data.get(key).unwrap_or_default();
                 let hash = fnv1a32(&[old, value].concat()).to_string();
-                Reply::Ok(previous(self.data.set(key, hash.as_bytes())))
+                Reply::Ok(previous(self.write(key, hash.as_bytes())))
             }
             Op::Delete { key } => Reply::Ok(previous(self.data.remove(key))),
             Op::Set {
@@ -179,6 +184,7 @@ impl Store {
                 value,
                 when,
                 get,
+                ttl,
             } => {
                 let exists = self.data.get(key).is_some();
                 let write = match when {
@@ -187,7 +193,14 @@ impl Store {
                     When::Present => exists,
                 };
                 let old = if write {
-                    previous(self.data.set(key, value))
+                    let deadline = self.data.deadline(key);
+                    let old = previous(self.write(key, value));
+                    match ttl {
+                        Ttl::Clear => {}
+                        Ttl::Keep => self.data.set_deadline(key, deadline),
+                        Ttl::In(ms) => self.data.set_deadline(key, Some(now.saturating_add(*ms))),
+                    }
+                    old
                 } else {
                     self.data.get(key).map(<[u8]>::to_vec)
                 };
@@ -238,7 +251,7 @@ impl Store {
                     return Reply::Ok(Some(b"0".to_vec()));
                 }
                 for (key, value) in pairs {
-                    self.data.set(key, value);
+                    self.write(key, value);
                 }
                 Reply::Ok(Some(b"1".to_vec()))
             }
@@ -264,6 +277,33 @@ impl Store {
                 self.data.set(key, text.as_bytes());
                 Reply::Ok(Some(text.into_bytes()))
             }
+            Op::Expire { key, after_ms } => {
+                let exists = self.data.get(key).is_some();
+                let changed = match after_ms {
+                    _ if !exists => false,
+                    Some(0) => self.data.remove(key).is_some(),
+                    Some(ms) => {
+                        self.data.set_deadline(key, Some(now.saturating_add(*ms)));
+                        true
+                    }
+                    None => {
+                        let had = self.data.deadline(key).is_some();
+                        self.data.set_deadline(key, None);
+                        had
+                    }
+                };
+                Reply::Ok(Some(if changed { b"1" } else { b"0" }.to_vec()))
+            }
+            Op::Ttl { key } => {
+                let ttl = match (self.data.get(key), self.data.deadline(key)) {
+                    (None, _) => -2,
+                    (Some(_), None) => -1,
+                    (Some(_), Some(at)) => {
+                        i64::try_from(at.saturating_sub(now)).unwrap_or(i64::MAX)
+                    }
+                };
+                Reply::Ok(Some(ttl.to_string().into_bytes()))
+            }
             Op::Flush => {
                 let keys = self.data.len();
                 self.data = Data::default();
@@ -283,6 +323,11 @@ impl Store {
             .data
             .from(start)
             .take_while(|r| r.key().starts_with(prefix))
+            .filter(|r| {
+                self.data
+                    .deadline(r.key())
+                    .is_none_or(|at| at > self.clock_ms)
+            })
             .peekable();
         let mut page = ScanPage::default();
         let mut bytes = 0;
@@ -295,6 +340,38 @@ impl Store {
         }
         page.more = records.peek().is_some();
         page
+    }
+
+    /// Set `key` to `value` as a fresh value: it no longer expires (what `SET` does; `APPEND`
+    /// and the counters keep the key's deadline).
+    fn write(&mut self, key: &[u8], value: &[u8]) -> Option<Record> {
+        self.data.set_deadline(key, None);
+        self.data.set(key, value)
+    }
+
+    /// Remove what expired by `now`: the keys `op` touches, so it never sees an expired value,
+    /// then up to [`REAP_PER_APPLY`] of the keys due first, so memory is given back without
+    /// reads. Deterministic: the backup applies the same entries at the same service times.
+    fn reap(&mut self, op: &Op, now: u64) {
+        let mut reap_key = |key: &[u8]| {
+            if self.data.deadline(key).is_some_and(|at| at <= now) {
+                self.data.remove(key);
+            }
+        };
+        match op {
+            Op::MSet { pairs, .. } => pairs.iter().for_each(|(key, _)| reap_key(key)),
+            Op::Scan { .. } | Op::Flush => {}
+            other => reap_key(other.key()),
+        }
+        for _ in 0..REAP_PER_APPLY {
+            match self.data.first_due() {
+                Some((at, key)) if at <= now => {
+                    let key = key.to_vec();
+                    self.data.remove(&key);
+                }
+                _ => break,
+            }
+        }
     }
 
     /// Whether a value of `length` bytes for `key` is within the value limit.
@@ -348,10 +425,14 @@ impl Store {
     pub fn extend(
         &mut self,
         records: impl IntoIterator<Item = Record>,
+        deadlines: impl IntoIterator<Item = (Vec<u8>, u64)>,
         sessions: impl IntoIterator<Item = (u64, Session)>,
     ) {
         for record in records {
             self.data.insert(record);
+        }
+        for (key, at) in deadlines {
+            self.data.set_deadline(&key, Some(at));
         }
         for (client, session) in sessions {
             self.sessions.insert(client, session);
@@ -527,6 +608,7 @@ mod tests {
         let mut copy = Store::receiving(store.limits(), store.clock_ms());
         copy.extend(
             store.data().after(None).cloned(),
+            Vec::new(),
             store.sessions().iter().map(|(c, s)| (*c, s.clone())),
         );
         assert_eq!(copy.clock_ms(), 3);
@@ -552,6 +634,7 @@ mod tests {
             value: value.into(),
             when,
             get,
+            ttl: Ttl::Clear,
         };
         let ok = Reply::Ok(Some(Vec::new()));
         assert_eq!(
@@ -743,5 +826,130 @@ mod tests {
             Reply::Err(KvError::Invalid { .. })
         ));
         assert_eq!(store.data().get(b"max"), Some(&b"1.7e308"[..]), "unchanged");
+    }
+
+    #[test]
+    fn keys_expire_on_the_service_clock_and_travel_with_a_transfer() {
+        let mut store = Store::new(Limits::default());
+        let set = |key: &str, value: &str, ttl: Ttl| Op::Set {
+            key: key.into(),
+            value: value.into(),
+            when: When::Always,
+            get: false,
+            ttl,
+        };
+        let ttl = |key: &str| Op::Ttl { key: key.into() };
+        let get = |key: &str| Op::Get { key: key.into() };
+        let text = |n: &str| Reply::Ok(Some(n.as_bytes().to_vec()));
+        store.apply(&req(1, 1, set("k", "v", Ttl::In(1000))), 100);
+        store.apply(&req(1, 2, put(b"forever", b"x")), 100);
+        assert_eq!(store.apply(&req(2, 1, ttl("k")), 400), text("700"));
+        assert_eq!(store.apply(&req(2, 1, ttl("forever")), 400), text("-1"));
+        assert_eq!(store.apply(&req(2, 1, ttl("nothing")), 400), text("-2"));
+        // APPEND keeps the deadline, KEEPTTL keeps it, a plain SET clears it.
+        store.apply(
+            &req(
+                1,
+                3,
+                Op::Append {
+                    key: b"k".to_vec(),
+                    value: b"2".to_vec(),
+                },
+            ),
+            500,
+        );
+        store.apply(&req(1, 4, set("k", "v3", Ttl::Keep)), 500);
+        assert_eq!(store.apply(&req(2, 1, ttl("k")), 500), text("600"));
+        // A copy made now expires the key at the same service time.
+        let mut copy = Store::receiving(store.limits(), store.clock_ms());
+        let deadlines: Vec<(Vec<u8>, u64)> = store
+            .data()
+            .after(None)
+            .filter_map(|r| Some((r.key().to_vec(), store.data().deadline(r.key())?)))
+            .collect();
+        copy.extend(store.data().after(None).cloned(), deadlines, Vec::new());
+        for s in [&mut store, &mut copy] {
+            assert_eq!(s.apply(&req(2, 1, get("k")), 1099), text("v3"));
+            assert_eq!(s.apply(&req(2, 1, get("k")), 1100), Reply::Ok(None));
+            assert_eq!(s.apply(&req(2, 1, ttl("k")), 1100), text("-2"));
+            assert_eq!((s.data().len(), s.data().expiring()), (1, 0), "reaped");
+        }
+        // EXPIRE and PERSIST answer whether they changed anything; EXPIRE 0 removes the key.
+        let expire = |key: &str, after_ms| Op::Expire {
+            key: key.into(),
+            after_ms,
+        };
+        assert_eq!(
+            store.apply(&req(1, 5, expire("forever", Some(50))), 1200),
+            text("1")
+        );
+        assert_eq!(
+            store.apply(&req(1, 6, expire("forever", None)), 1200),
+            text("1")
+        );
+        assert_eq!(
+            store.apply(&req(1, 7, expire("forever", None)), 1200),
+            text("0")
+        );
+        assert_eq!(
+            store.apply(&req(1, 8, expire("nothing", Some(50))), 1200),
+            text("0")
+        );
+        store.apply(&req(1, 9, set("gone", "v", Ttl::In(10))), 1200);
+        assert_eq!(
+            store.apply(&req(1, 10, expire("forever", Some(0))), 1200),
+            text("1")
+        );
+        assert_eq!(store.data().get(b"forever"), None);
+        // Due keys are reaped by any later request, and a scan never shows them.
+        let page = scan(&mut store, "", None, 10);
+        assert_eq!(page.pairs.len(), 1, "gone lives until 1210");
+        store.apply(&req(3, 1, put(b"other", b"o")), 5000);
+        assert_eq!(
+            (store.data().get(b"gone"), store.data().expiring()),
+            (None, 0)
+        );
+    }
+
+    #[test]
+    fn an_expired_key_is_absent_to_every_operation() {
+        let mut store = Store::new(Limits::default());
+        let set = Op::Set {
+            key: b"k".to_vec(),
+            value: b"5".to_vec(),
+            when: When::Always,
+            get: false,
+            ttl: Ttl::In(10),
+        };
+        store.apply(&req(1, 1, set), 0);
+        let incr = Op::IncrBy {
+            key: b"k".to_vec(),
+            by: 1,
+        };
+        assert_eq!(
+            store.apply(&req(1, 2, incr), 10),
+            Reply::Ok(Some(b"1".to_vec()))
+        );
+        assert_eq!(
+            store.data().deadline(b"k"),
+            None,
+            "a new key, without the old deadline"
+        );
+        let nx = Op::Set {
+            key: b"n".to_vec(),
+            value: b"1".to_vec(),
+            when: When::Always,
+            get: false,
+            ttl: Ttl::In(10),
+        };
+        store.apply(&req(1, 3, nx), 20);
+        let again = Op::MSet {
+            pairs: vec![(b"n".to_vec().into(), b"2".to_vec().into())],
+            only_if_none_exist: true,
+        };
+        assert_eq!(
+            store.apply(&req(1, 4, again), 30),
+            Reply::Ok(Some(b"1".to_vec()))
+        );
     }
 }

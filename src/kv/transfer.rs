@@ -87,6 +87,7 @@ impl Snapshot {
             return None;
         }
         let mut records = Vec::new();
+        let mut deadlines = Vec::new();
         let mut sessions = Vec::new();
         let mut bytes = 0;
         if let Cursor::Records(after) = &self.cursor {
@@ -99,6 +100,9 @@ impl Snapshot {
                 }
                 bytes += record.size();
                 pack_record(&mut records, record.key(), record.value());
+                if let Some(at) = self.store.data().deadline(record.key()) {
+                    deadlines.push((record.key().to_vec().into(), at));
+                }
                 last = Some(record.key());
             }
             self.cursor = next;
@@ -124,6 +128,7 @@ impl Snapshot {
             chunk: self.next_chunk,
             last: self.cursor == Cursor::Done,
             records,
+            deadlines,
             sessions,
             clock_ms: self.store.clock_ms(),
             limits: self.store.limits(),

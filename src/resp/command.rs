@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::kv::api::When;
+use crate::kv::api::{Ttl, When};
 
 /// One parsed command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,9 +57,16 @@ pub enum Command {
         when: When,
         /// Reply with the previous value.
         get: bool,
+        /// EX / PX / KEEPTTL (none: the key no longer expires).
+        ttl: Ttl,
         /// Which command this was, for its reply's shape.
         shape: SetShape,
     },
+    /// `EXPIRE key seconds`, `PEXPIRE key ms` (ms; 0 or less removes the key) and `PERSIST`
+    /// (`None`).
+    Expire(Bytes, Option<u64>),
+    /// `TTL key` (`false`: in seconds) and `PTTL key` (`true`: in ms).
+    Ttl(Bytes, bool),
     /// `GETDEL key`.
     GetDel(Bytes),
     /// `APPEND key value`.
@@ -218,6 +225,7 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
                 value: arg(1),
                 when: When::Absent,
                 get: false,
+                ttl: Ttl::Clear,
                 shape: SetShape::SetNx,
             }
         }
@@ -228,6 +236,7 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
                 value: arg(1),
                 when: When::Always,
                 get: true,
+                ttl: Ttl::Clear,
                 shape: SetShape::GetSet,
             }
         }
@@ -295,10 +304,43 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
             exactly(2)?;
             Command::PutHash(arg(0), arg(1))
         }
-        b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" | b"TTL" | b"PTTL" | b"PERSIST"
-        | b"SETEX" | b"PSETEX" | b"GETEX" => {
+        b"SETEX" | b"PSETEX" => {
+            exactly(3)?;
+            Command::Set {
+                key: arg(0),
+                value: arg(2),
+                when: When::Always,
+                get: false,
+                ttl: Ttl::In(ttl_ms(&arg(1), name.eq_ignore_ascii_case(b"SETEX"), &lower)?),
+                shape: SetShape::Set,
+            }
+        }
+        b"EXPIRE" | b"PEXPIRE" => {
+            exactly(2)?;
+            let amount = integer(&arg(1))?;
+            let seconds = name.eq_ignore_ascii_case(b"EXPIRE");
+            let ms = if amount <= 0 {
+                0
+            } else if seconds {
+                u64::try_from(amount).ok().and_then(|s| s.checked_mul(1000)).ok_or_else(|| {
+                    Refusal::from(format!("ERR invalid expire time in '{lower}' command"))
+                })?
+            } else {
+                amount.unsigned_abs()
+            };
+            Command::Expire(arg(0), Some(ms))
+        }
+        b"PERSIST" => {
+            exactly(1)?;
+            Command::Expire(arg(0), None)
+        }
+        b"TTL" | b"PTTL" => {
+            exactly(1)?;
+            Command::Ttl(arg(0), name.eq_ignore_ascii_case(b"PTTL"))
+        }
+        b"EXPIREAT" | b"PEXPIREAT" | b"GETEX" => {
             return Err(format!(
-                "ERR viewkv does not support key expiry yet ({})",
+                "ERR viewkv does not support {} (expiry runs on the service clock, not the wall clock's absolute times)",
                 lower.to_uppercase()
             ))
         }
@@ -361,13 +403,21 @@ fn set(rest: &[Bytes], lower: &str) -> Result<Command, Refusal> {
     };
     let mut when = When::Always;
     let mut get = false;
-    for option in options {
-        match option.to_ascii_uppercase().as_slice() {
+    let mut ttl = None;
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        let upper = option.to_ascii_uppercase();
+        match upper.as_slice() {
             b"NX" if when == When::Always => when = When::Absent,
             b"XX" if when == When::Always => when = When::Present,
             b"GET" => get = true,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
-                return Err("ERR viewkv does not support key expiry yet (SET with a TTL)".into())
+            b"KEEPTTL" if ttl.is_none() => ttl = Some(Ttl::Keep),
+            b"EX" | b"PX" if ttl.is_none() => {
+                let amount = options.next().ok_or_else(|| Refusal::from(SYNTAX))?;
+                ttl = Some(Ttl::In(ttl_ms(amount, upper == b"EX", lower)?));
+            }
+            b"EXAT" | b"PXAT" => {
+                return Err("ERR viewkv does not support EXAT/PXAT (expiry runs on the service clock, not the wall clock's absolute times)".into())
             }
             _ => return Err(SYNTAX.into()),
         }
@@ -377,8 +427,23 @@ fn set(rest: &[Bytes], lower: &str) -> Result<Command, Refusal> {
         value: value.clone(),
         when,
         get,
+        ttl: ttl.unwrap_or(Ttl::Clear),
         shape: SetShape::Set,
     })
+}
+
+/// A positive time to live of SET EX/PX, SETEX, PSETEX, in ms.
+fn ttl_ms(amount: &Bytes, seconds: bool, lower: &str) -> Result<u64, Refusal> {
+    let invalid = || Refusal::from(format!("ERR invalid expire time in '{lower}' command"));
+    let amount = u64::try_from(integer(amount)?)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(invalid)?;
+    if seconds {
+        amount.checked_mul(1000).ok_or_else(invalid)
+    } else {
+        Ok(amount)
+    }
 }
 
 fn hello(rest: &[Bytes]) -> Result<Command, Refusal> {
@@ -466,15 +531,17 @@ mod tests {
 
     #[test]
     fn set_options_map_to_the_operation() {
-        let set = |when, get, shape| {
+        let set_ttl = |when, get, ttl, shape| {
             Ok(Command::Set {
                 key: "k".into(),
                 value: "v".into(),
                 when,
                 get,
+                ttl,
                 shape,
             })
         };
+        let set = |when, get, shape| set_ttl(when, get, Ttl::Clear, shape);
         assert_eq!(parsed("SET k v"), set(When::Always, false, SetShape::Set));
         assert_eq!(
             parsed("SET k v nx"),
@@ -486,7 +553,37 @@ mod tests {
         );
         assert_eq!(parsed("SET k v NX XX"), Err(SYNTAX.into()));
         assert_eq!(parsed("SET k v BOGUS"), Err(SYNTAX.into()));
-        assert!(parsed("SET k v EX 10").is_err_and(|e| e.contains("expiry")));
+        let set_in = |ms| set_ttl(When::Always, false, Ttl::In(ms), SetShape::Set);
+        assert_eq!(parsed("SET k v EX 10"), set_in(10_000));
+        assert_eq!(parsed("SET k v px 1500"), set_in(1500));
+        assert_eq!(parsed("SETEX k 2 v"), set_in(2000));
+        assert_eq!(parsed("PSETEX k 20 v"), set_in(20));
+        assert_eq!(
+            parsed("SET k v NX KEEPTTL"),
+            set_ttl(When::Absent, false, Ttl::Keep, SetShape::Set)
+        );
+        let invalid = Err("ERR invalid expire time in 'set' command".to_string());
+        assert_eq!(parsed("SET k v EX 0"), invalid);
+        assert_eq!(parsed("SET k v PX -5"), invalid);
+        assert_eq!(parsed(&format!("SET k v EX {}", i64::MAX)), invalid);
+        assert_eq!(parsed("SET k v EX 1 PX 1"), Err(SYNTAX.into()));
+        assert_eq!(parsed("SET k v EX"), Err(SYNTAX.into()));
+        assert!(parsed("SET k v EXAT 10").is_err_and(|e| e.contains("service clock")));
+        assert_eq!(
+            parsed("EXPIRE k 3"),
+            Ok(Command::Expire("k".into(), Some(3000)))
+        );
+        assert_eq!(
+            parsed("PEXPIRE k 3"),
+            Ok(Command::Expire("k".into(), Some(3)))
+        );
+        assert_eq!(
+            parsed("EXPIRE k -1"),
+            Ok(Command::Expire("k".into(), Some(0)))
+        );
+        assert_eq!(parsed("PERSIST k"), Ok(Command::Expire("k".into(), None)));
+        assert_eq!(parsed("TTL k"), Ok(Command::Ttl("k".into(), false)));
+        assert_eq!(parsed("PTTL k"), Ok(Command::Ttl("k".into(), true)));
         assert_eq!(
             parsed("SETNX k v"),
             set(When::Absent, false, SetShape::SetNx)

@@ -327,6 +327,7 @@ impl Connection {
                 value,
                 when,
                 get,
+                ttl,
                 shape,
             } => {
                 let op = Op::Set {
@@ -334,6 +335,7 @@ impl Connection {
                     value: value.to_vec(),
                     when,
                     get,
+                    ttl,
                 };
                 match (client.execute(op).await, shape) {
                     (Err(err), _) => failure(err),
@@ -430,6 +432,23 @@ impl Connection {
                 Ok(previous) => bulk(previous),
                 Err(err) => failure(err),
             },
+            Command::Expire(key, after_ms) => {
+                let op = Op::Expire {
+                    key: key.to_vec(),
+                    after_ms,
+                };
+                decimal(client.execute(op).await)
+            }
+            Command::Ttl(key, in_ms) => {
+                let op = Op::Ttl { key: key.to_vec() };
+                match decimal(client.execute(op).await) {
+                    // Redis rounds the seconds of TTL to the nearest.
+                    BytesFrame::Integer(ms) if !in_ms && ms >= 0 => {
+                        BytesFrame::Integer((ms + 500) / 1000)
+                    }
+                    other => other,
+                }
+            }
             Command::Keys(pattern) => keys(client, &Glob::new(&pattern)).await,
             Command::Scan {
                 cursor,

@@ -172,6 +172,10 @@ impl Replica {
         staging.next_chunk += 1;
         staging.store.extend(
             records.into_iter().map(|(k, v)| Record::new(k, v)),
+            chunk
+                .deadlines
+                .into_iter()
+                .map(|(k, at)| (k.into_vec(), at)),
             chunk.sessions,
         );
         if !chunk.last {

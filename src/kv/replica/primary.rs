@@ -122,14 +122,15 @@ impl Replica {
         }
     }
 
-    /// The data as of now for a dump: an O(1) snapshot, the index it reflects and the epoch
+    /// The data as of now for a dump: an O(1) snapshot (less the keys expired but not yet
+    /// reaped), the index it reflects and the epoch
     /// to wait in (the dump is served once that index is confirmed, so it holds no write a
     /// failover could lose). Only a serving primary takes one.
     pub fn dump_snapshot(&self) -> Result<DumpSnapshot, KvError> {
         let view = self.view.num;
         match &self.role {
             Role::Primary(p) if self.holds_state && !p.fenced => Ok(DumpSnapshot {
-                data: self.store.data().clone(),
+                data: self.store.data().live(self.store.clock_ms()),
                 view,
                 index: self.index,
                 epoch: self.progress.epoch,
