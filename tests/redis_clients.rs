@@ -417,3 +417,61 @@ for i in range(int(sys.argv[1]) if len(sys.argv) > 1 else 600):
         acked.len()
     );
 }
+
+#[test]
+fn viewkv_bench_load_runs_against_the_cluster_the_redis_port_and_an_echo() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let up = Up::start(dir.path());
+    let redis = format!("127.0.0.1:{}", up.idle_port());
+    let common = [
+        "--duration",
+        "2s",
+        "--clients",
+        "4",
+        "--keys",
+        "100",
+        "--json",
+    ];
+    let runs: [Vec<&str>; 3] = [
+        vec!["bench", "load", "--config", &up.config],
+        vec![
+            "bench",
+            "load",
+            "--config",
+            &up.config,
+            "--against-redis",
+            &redis,
+            "--pipeline",
+            "8",
+        ],
+        vec!["bench", "load", "--echo"],
+    ];
+    for mut args in runs {
+        args.extend(common);
+        let (code, out, err) = viewkv(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+        assert_eq!(doc["errors"], 0, "{args:?}: {doc}");
+        assert!(
+            doc["ops"].as_u64().is_some_and(|n| n > 0),
+            "{args:?}: {doc}"
+        );
+        let fields = [
+            "ops_per_sec",
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+        ];
+        for field in fields {
+            assert!(doc[field].is_number(), "{args:?}: no {field} in {doc}");
+        }
+    }
+    // The writes went to the cluster: the keys are there, through any port.
+    let (_, keys) = up.cli(up.idle_port(), &["KEYS", "bench:*"]);
+    assert!(keys.lines().count() > 10, "{keys}");
+    let (code, _, err) = viewkv(&["bench", "load", "--config", &up.config, "--pipeline", "4"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no pipelined path"), "{err}");
+}

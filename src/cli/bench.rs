@@ -1,4 +1,5 @@
-//! `viewkv bench`: failover measurements on real processes. Figures, not pass/fail checks.
+//! `viewkv bench`: a load generator and failover measurements on real processes. Figures, not
+//! pass/fail checks.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Bench {
+    /// Run a mix of reads and writes for a while; throughput and latency percentiles.
+    Load(super::bench_load::Args),
     /// Kill -9 the monitor leader under client load; time until a new leader answers pings,
     /// and count client operations that failed (expected: none).
     MonitorFailover {
@@ -66,6 +69,7 @@ enum Bench {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.bench {
+        Bench::Load(args) => super::bench_load::run(args).await,
         Bench::MonitorFailover { trials, dir } => monitor_failover(trials, dir).await,
         Bench::PrimaryFailover { trials, dir } => primary_failover(trials, dir).await,
         Bench::BackupSync {

@@ -2,6 +2,7 @@
 
 mod backup;
 mod bench;
+mod bench_load;
 mod bench_sync;
 mod children;
 mod kv;

@@ -1,0 +1,361 @@
+//! `viewkv bench load`: a load generator. Clients run a mix of reads and writes for a while;
+//! throughput and latency percentiles (an HDR histogram) come out at the end. The same load runs
+//! against the cluster through the client library, against an in-process echo server through
+//! the same RPC stack (`--echo`: the one-hop ceiling of the machine), or against a Redis server
+//! (`--against-redis`) for a row beside it.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::encode::extend_encode;
+use redis_protocol::resp2::types::BytesFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use viewkv::kv::api::{Reply, Request, REQUEST};
+use viewkv::net::{bad_request, bincode_reply, decode, Handler, HttpRequest, HttpResponse};
+use viewkv::net::{RpcClient, ServeLimits};
+
+use super::kv::client;
+use super::{parse_duration, MonitorsArg};
+
+/// Arguments of `viewkv bench load`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The cluster to load.
+    #[command(flatten)]
+    monitors: MonitorsArg,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// How long to run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Bytes per value written.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Distinct keys (chosen uniformly at random).
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Share of operations that are writes, from 0 to 1.
+    #[arg(long, default_value_t = 0.5)]
+    write_ratio: f64,
+    /// Operations each client sends before waiting for their replies (Redis only: the native
+    /// client has no pipelined path yet).
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Load an in-process server that only echoes, through the same RPC stack.
+    #[arg(long, conflicts_with = "against_redis")]
+    echo: bool,
+    /// Load this Redis server (host:port) instead, with the same mix (SET and GET); AUTH with
+    /// the cluster secret if one is configured.
+    #[arg(long, value_name = "ADDR")]
+    against_redis: Option<String>,
+    /// Print the figures as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the load is sent to.
+#[derive(Clone)]
+enum Target {
+    /// The cluster, through the client library.
+    Cluster(MonitorsArg),
+    /// An echo server at this address, through the RPC client.
+    Echo(String, RpcClient),
+    /// A Redis server, with the password to AUTH with.
+    Redis(String, Option<String>),
+}
+
+/// One client's share of the results.
+struct Tally {
+    /// Latency of each successful operation, in µs.
+    latency: Histogram<u64>,
+    /// Operations that failed.
+    errors: u64,
+}
+
+/// An echo server: answers every request at once, as a primary with nothing to do would.
+struct Echo;
+
+impl Handler for Echo {
+    async fn handle(&self, request: HttpRequest) -> HttpResponse {
+        match decode::<Request>(request.body()) {
+            Ok(_) => bincode_reply(&Reply::Ok(None)),
+            Err(err) => bad_request(err),
+        }
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.clients == 0 || args.keys == 0 || args.pipeline == 0 {
+        bail!("--clients, --keys and --pipeline must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.write_ratio) {
+        bail!("--write-ratio must be between 0 and 1");
+    }
+    if args.pipeline > 1 && args.against_redis.is_none() {
+        bail!("--pipeline is for --against-redis: the native client has no pipelined path yet");
+    }
+    let target = if args.echo {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let limits = ServeLimits::default();
+        tokio::spawn(viewkv::net::serve(
+            listener,
+            Arc::new(Echo),
+            std::future::pending(),
+            limits,
+            None,
+            None,
+        ));
+        Target::Echo(addr, RpcClient::new("viewkv-bench", None))
+    } else if let Some(addr) = &args.against_redis {
+        let password = args.monitors.secret()?.map(|s| s.expose().to_string());
+        Target::Redis(addr.clone(), password)
+    } else {
+        Target::Cluster(args.monitors.clone())
+    };
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = progress_bar(args.duration, args.json);
+    let started = Instant::now();
+    let until = started + args.duration;
+    let mut tasks = Vec::new();
+    for i in 0..args.clients {
+        let (target, done) = (target.clone(), done.clone());
+        let shape = (args.value_size, args.keys, args.write_ratio, args.pipeline);
+        tasks.push(tokio::spawn(async move {
+            one_client(target, i as u64, shape, until, done).await
+        }));
+    }
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        progress.set_position(started.elapsed().as_millis() as u64);
+        progress.set_message(format!("{} ops", done.load(Ordering::Relaxed)));
+    }
+    let mut latency = Histogram::<u64>::new(3).context("a histogram")?;
+    let mut errors = 0;
+    for task in tasks {
+        let tally = task.await.context("a load client panicked")??;
+        latency.add(&tally.latency).context("merging histograms")?;
+        errors += tally.errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    report(&args, &latency, errors, elapsed);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_bar(duration: Duration, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(duration.as_millis() as u64);
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {elapsed}/{duration} {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn report(args: &Args, latency: &Histogram<u64>, errors: u64, elapsed: f64) {
+    let ops = latency.len();
+    let at = |q: f64| latency.value_at_quantile(q);
+    let target = if args.echo {
+        "echo".to_string()
+    } else if let Some(addr) = &args.against_redis {
+        format!("redis {addr}")
+    } else {
+        "viewkv".to_string()
+    };
+    let doc = serde_json::json!({
+        "target": target,
+        "clients": args.clients,
+        "pipeline": args.pipeline,
+        "write_ratio": args.write_ratio,
+        "value_size": args.value_size,
+        "seconds": elapsed,
+        "ops": ops,
+        "ops_per_sec": ops as f64 / elapsed,
+        "p50_us": at(0.50),
+        "p90_us": at(0.90),
+        "p99_us": at(0.99),
+        "p999_us": at(0.999),
+        "max_us": latency.max(),
+        "errors": errors,
+    });
+    if args.json {
+        println!("{doc}");
+        return;
+    }
+    println!(
+        "{target}: {:.0} ops/s ({ops} in {elapsed:.1} s, {} clients, {:.0}% writes, {} errors)",
+        ops as f64 / elapsed,
+        args.clients,
+        args.write_ratio * 100.0,
+        errors
+    );
+    println!(
+        "latency µs: p50 {} p90 {} p99 {} p99.9 {} max {}",
+        at(0.50),
+        at(0.90),
+        at(0.99),
+        at(0.999),
+        latency.max()
+    );
+}
+
+/// One client: operations until `until`, one (or a pipeline) at a time.
+async fn one_client(
+    target: Target,
+    seed: u64,
+    (value_size, keys, write_ratio, pipeline): (usize, u64, f64, usize),
+    until: Instant,
+    done: Arc<AtomicU64>,
+) -> anyhow::Result<Tally> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let value = vec![b'v'; value_size];
+    let mut tally = Tally {
+        latency: Histogram::new(3).context("a histogram")?,
+        errors: 0,
+    };
+    let mut redis = match &target {
+        Target::Redis(addr, password) => Some(Redis::connect(addr, password.as_deref()).await?),
+        _ => None,
+    };
+    let mut native = match &target {
+        Target::Cluster(monitors) => Some(client(monitors, None)?),
+        _ => None,
+    };
+    let mut seq = 0;
+    while Instant::now() < until {
+        let batch: Vec<(bool, Vec<u8>)> = (0..pipeline)
+            .map(|_| {
+                let key = format!("bench:{:012}", rng.gen_range(0..keys)).into_bytes();
+                (rng.gen_bool(write_ratio), key)
+            })
+            .collect();
+        let sent = Instant::now();
+        let ok = match (&target, redis.as_mut(), native.as_mut()) {
+            (Target::Redis(..), Some(redis), _) => redis.batch(&batch, &value).await,
+            (Target::Cluster(_), _, Some(client)) => {
+                let (write, key) = &batch[0];
+                let result = match write {
+                    true => client.put(key, &value).await,
+                    false => client.get(key).await.map(drop),
+                };
+                result.is_ok()
+            }
+            (Target::Echo(addr, rpc), _, _) => {
+                seq += 1;
+                let request = Request {
+                    client: seed,
+                    seq,
+                    deadline_ms: viewkv::kv::wall_ms() + 10_000,
+                    op: viewkv::kv::api::Op::Put {
+                        key: batch[0].1.clone(),
+                        value: value.clone(),
+                    },
+                };
+                let reply: Result<Reply, _> = rpc
+                    .call(addr, REQUEST, &request, Duration::from_secs(10))
+                    .await;
+                reply.is_ok()
+            }
+            _ => false,
+        };
+        let took = sent.elapsed().as_micros() as u64;
+        if ok {
+            for _ in 0..batch.len() {
+                tally.latency.saturating_record(took.max(1));
+            }
+            done.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        } else {
+            tally.errors += batch.len() as u64;
+        }
+    }
+    Ok(tally)
+}
+
+/// A Redis connection sending pipelined SET and GET.
+struct Redis {
+    /// The connection.
+    stream: TcpStream,
+    /// Bytes read and not yet decoded.
+    input: BytesMut,
+    /// Commands being encoded.
+    output: BytesMut,
+}
+
+impl Redis {
+    async fn connect(addr: &str, password: Option<&str>) -> anyhow::Result<Redis> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to the Redis server at {addr}"))?;
+        stream.set_nodelay(true)?;
+        let mut redis = Redis {
+            stream,
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+        };
+        if let Some(password) = password {
+            redis.send(&[b"AUTH", password.as_bytes()])?;
+            match redis.exchange(1).await?.first() {
+                Some(BytesFrame::SimpleString(_)) => {}
+                other => bail!("AUTH at {addr} answered {other:?}"),
+            }
+        }
+        Ok(redis)
+    }
+
+    fn send(&mut self, args: &[&[u8]]) -> anyhow::Result<()> {
+        let frame = BytesFrame::Array(
+            args.iter()
+                .map(|a| BytesFrame::BulkString(Bytes::copy_from_slice(a)))
+                .collect(),
+        );
+        extend_encode(&mut self.output, &frame, false).context("encoding a command")?;
+        Ok(())
+    }
+
+    /// Write what was sent and read `n` replies.
+    async fn exchange(&mut self, n: usize) -> anyhow::Result<Vec<BytesFrame>> {
+        self.stream.write_all(&self.output).await?;
+        self.output.clear();
+        let mut replies = Vec::with_capacity(n);
+        while replies.len() < n {
+            match decode_bytes_mut(&mut self.input).context("a reply that does not parse")? {
+                Some((frame, _, _)) => replies.push(frame),
+                None => {
+                    if self.stream.read_buf(&mut self.input).await? == 0 {
+                        bail!("the Redis server closed the connection");
+                    }
+                }
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Send a batch of SETs (`true`) and GETs; whether every reply was a success.
+    async fn batch(&mut self, batch: &[(bool, Vec<u8>)], value: &[u8]) -> bool {
+        for (write, key) in batch {
+            let sent = match write {
+                true => self.send(&[b"SET", key, value]),
+                false => self.send(&[b"GET", key]),
+            };
+            if sent.is_err() {
+                return false;
+            }
+        }
+        match self.exchange(batch.len()).await {
+            Ok(replies) => !replies.iter().any(|r| matches!(r, BytesFrame::Error(_))),
+            Err(_) => false,
+        }
+    }
+}
