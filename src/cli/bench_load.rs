@@ -26,6 +26,9 @@ use viewkv::net::{RpcClient, ServeLimits};
 use super::kv::client;
 use super::{parse_duration, MonitorsArg};
 
+/// The largest latency the histograms hold (a minute, in µs); longer ones count as this.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
 /// Arguments of `viewkv bench load`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -80,6 +83,11 @@ struct Tally {
     latency: Histogram<u64>,
     /// Operations that failed.
     errors: u64,
+}
+
+/// An empty latency histogram: 1 µs to [`MAX_LATENCY_US`], 3 significant digits.
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("a histogram")
 }
 
 /// An echo server: answers every request at once, as a primary with nothing to do would.
@@ -140,7 +148,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         progress.set_position(started.elapsed().as_millis() as u64);
         progress.set_message(format!("{} ops", done.load(Ordering::Relaxed)));
     }
-    let mut latency = Histogram::<u64>::new(3).context("a histogram")?;
+    let mut latency = histogram()?;
     let mut errors = 0;
     for task in tasks {
         let tally = task.await.context("a load client panicked")??;
@@ -222,7 +230,7 @@ async fn one_client(
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let value = vec![b'v'; value_size];
     let mut tally = Tally {
-        latency: Histogram::new(3).context("a histogram")?,
+        latency: histogram()?,
         errors: 0,
     };
     let mut redis = match &target {
@@ -357,5 +365,20 @@ impl Redis {
             Ok(replies) => !replies.iter().any(|r| matches!(r, BytesFrame::Error(_))),
             Err(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_histogram_holds_slow_operations_as_they_were() {
+        let mut h = histogram().expect("a histogram");
+        h.saturating_record(80);
+        h.saturating_record(2_500_000);
+        assert_eq!(h.value_at_quantile(0.0), 80);
+        let slow = h.max();
+        assert!((2_497_000..=2_503_000).contains(&slow), "{slow}");
     }
 }
