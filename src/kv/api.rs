@@ -137,9 +137,9 @@ pub enum Op {
         /// Write only if none of the keys exists.
         only_if_none_exist: bool,
     },
-    /// Add `by` to the value read as a decimal number (absent: 0); reply with the new value as
-    /// Redis writes it (`INCRBYFLOAT`: up to 17 significant digits, no exponent, no trailing
-    /// zeros). A value that is not a number, or a result that is not finite: `Invalid`.
+    /// Add `by` to the value read as a decimal number (absent: 0); reply with the new value
+    /// (`INCRBYFLOAT`: 15 significant digits, no exponent, no trailing zeros; see
+    /// `redis_float`). A value that is not a number, or a result that is not finite: `Invalid`.
     IncrByFloat {
         /// The key.
         #[serde(with = "serde_bytes")]

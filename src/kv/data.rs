@@ -182,6 +182,15 @@ impl Data {
         copy
     }
 
+    /// Keys not due by `now`.
+    pub fn live_len(&self, now: u64) -> usize {
+        let due = self
+            .due
+            .range(..(now.saturating_add(1), Vec::new()))
+            .count();
+        self.len() - due
+    }
+
     /// Keys with a deadline.
     pub fn expiring(&self) -> usize {
         self.deadlines.len()
@@ -270,6 +279,10 @@ mod tests {
         data.set_deadline(b"b", Some(30));
         assert_eq!((data.deadline(b"a"), data.expiring()), (Some(50), 2));
         assert_eq!(data.first_due(), Some((30, &b"b"[..])));
+        assert_eq!(
+            (data.live_len(29), data.live_len(30), data.live_len(50)),
+            (2, 1, 0)
+        );
         let live = data.live(30);
         assert_eq!((live.len(), live.get(b"b"), live.expiring()), (1, None, 1));
         assert_eq!(data.len(), 2, "the original keeps its keys");

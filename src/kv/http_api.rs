@@ -13,7 +13,7 @@ use hyper::{Method, StatusCode};
 use percent_encoding::percent_decode;
 use serde_json::{json, Map, Value};
 
-use super::api::{KvError, Op, SCAN_MAX_KEYS};
+use super::api::{KvError, Op, SCAN_BYTES, SCAN_MAX_KEYS};
 use super::server::KvServer;
 use crate::client::ClientError;
 use crate::net::{Gauge, Handler, HttpRequest, HttpResponse};
@@ -261,7 +261,7 @@ async fn list(client: &mut Client, request: &HttpRequest) -> HttpResponse {
                     return failed(StatusCode::BAD_REQUEST, "bad_request", why);
                 }
             },
-            "keys_only" => values = value == b"false",
+            "keys_only" => values = value == b"false" || value == b"0",
             other => {
                 let why = format!("unknown parameter {other:?} (prefix, after, limit, keys_only)");
                 return failed(StatusCode::BAD_REQUEST, "bad_request", why);
@@ -270,8 +270,10 @@ async fn list(client: &mut Client, request: &HttpRequest) -> HttpResponse {
     }
     let mut items = Vec::new();
     let mut more = true;
-    // A page may stop short of `limit` at its byte budget: ask again until the listing is full.
-    while more && items.len() < limit as usize {
+    let mut bytes = 0;
+    // A store page may stop short of `limit` at its byte budget: ask again until the listing is
+    // full, or holds about that budget itself (the client asks on from `next`).
+    while more && items.len() < limit as usize && bytes < SCAN_BYTES {
         let wanted = limit - items.len() as u32;
         let page = match client.scan(&prefix, after.as_deref(), wanted, values).await {
             Ok(page) => page,
@@ -279,6 +281,7 @@ async fn list(client: &mut Client, request: &HttpRequest) -> HttpResponse {
         };
         more = page.more;
         for (key, value) in page.pairs {
+            bytes += key.len() + value.len();
             after = Some(key.clone());
             let mut item = Map::new();
             put_bytes(&mut item, "key", key);

@@ -15,13 +15,15 @@ use super::sessions::{Lookup, Session, SessionBounds, Sessions};
 /// Most expired keys removed besides the operation's own each time a request is applied.
 pub const REAP_PER_APPLY: usize = 16;
 
-/// `n` as an INCRBYFLOAT result: the shortest decimal that reads back as `n`, never with an
-/// exponent (Redis: `10.5` + `0.1` is `10.6`, `5.0e3` + `2.0e2` is `5200`).
+/// `n` as an INCRBYFLOAT result: rounded to 15 significant digits (so `0.1` + `0.2` is `0.3`, as
+/// Redis's long-double arithmetic gives), then the shortest decimal that reads back as that,
+/// never with an exponent (`5.0e3` + `2.0e2` is `5200`).
 pub fn redis_float(n: f64) -> String {
-    if n == 0.0 {
+    let rounded: f64 = format!("{n:.14e}").parse().unwrap_or(n);
+    if rounded == 0.0 {
         return "0".to_string();
     }
-    n.to_string()
+    rounded.to_string()
 }
 
 /// FNV-1a, 32 bits: the hash of PutHash (seed 000).
@@ -153,6 +155,10 @@ impl Store {
             return too_large("value", value.len(), &limits);
         }
         if let Op::MSet { pairs, .. } = op {
+            // One MSET must fit a forward to the backup like one value does.
+            if op.bytes() > limits.max_value {
+                return too_large("MSET (keys and values together)", op.bytes(), &limits);
+            }
             for (key, value) in pairs {
                 if key.len() > limits.max_value {
                     return too_large("key", key.len(), &limits);
@@ -305,7 +311,7 @@ impl Store {
                 Reply::Ok(Some(ttl.to_string().into_bytes()))
             }
             Op::Flush => {
-                let keys = self.data.len();
+                let keys = self.data.live_len(now);
                 self.data = Data::default();
                 Reply::Ok(Some(keys.to_string().into_bytes()))
             }
@@ -788,6 +794,15 @@ mod tests {
             Reply::Err(KvError::TooLarge { .. })
         ));
         assert!(small.data().is_empty(), "a refused MSET writes no key");
+        let over = mset(&[("ab", "12"), ("cd", "34")], false);
+        assert!(matches!(
+            small.apply(&req(1, 2, over), 0),
+            Reply::Err(KvError::TooLarge { .. })
+        ));
+        assert!(
+            small.data().is_empty(),
+            "an MSET over the limit in total writes no key"
+        );
     }
 
     #[test]
@@ -806,6 +821,8 @@ mod tests {
         run(&mut store, put(b"f", b"10.50"));
         assert_eq!(run(&mut store, incr("f", "0.1")), ok("10.6"));
         assert_eq!(run(&mut store, incr("f", "-5")), ok("5.6"));
+        run(&mut store, put(b"g", b"0.1"));
+        assert_eq!(run(&mut store, incr("g", "0.2")), ok("0.3"));
         run(&mut store, put(b"e", b"5.0e3"));
         assert_eq!(run(&mut store, incr("e", "2.0e2")), ok("5200"));
         assert_eq!(run(&mut store, incr("new", "-1.5")), ok("-1.5"));

@@ -444,7 +444,7 @@ impl Connection {
                 match decimal(client.execute(op).await) {
                     // Redis rounds the seconds of TTL to the nearest.
                     BytesFrame::Integer(ms) if !in_ms && ms >= 0 => {
-                        BytesFrame::Integer((ms + 500) / 1000)
+                        BytesFrame::Integer(ms.saturating_add(500) / 1000)
                     }
                     other => other,
                 }

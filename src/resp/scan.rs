@@ -11,6 +11,9 @@ use std::sync::Mutex;
 
 /// Most cursors a server remembers; the oldest is forgotten first.
 pub const MAX_CURSORS: usize = 65_536;
+/// Most key bytes the cursors of a server hold together (keys can be large); the oldest
+/// cursors are forgotten first.
+pub const MAX_CURSOR_BYTES: usize = 64 << 20;
 
 /// One element of a glob pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,6 +156,8 @@ struct Table {
     keys: HashMap<u64, Vec<u8>>,
     /// Cursors in the order they were made, to forget the oldest.
     order: VecDeque<u64>,
+    /// Bytes of the keys held.
+    bytes: usize,
 }
 
 impl Cursors {
@@ -161,11 +166,15 @@ impl Cursors {
     pub fn after(&self, key: Vec<u8>) -> u64 {
         let cursor = rand::random::<u64>() >> 1 | 1;
         let mut table = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if table.keys.len() >= MAX_CURSORS {
-            if let Some(oldest) = table.order.pop_front() {
-                table.keys.remove(&oldest);
+        while table.keys.len() >= MAX_CURSORS || table.bytes + key.len() > MAX_CURSOR_BYTES {
+            let Some(oldest) = table.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = table.keys.remove(&oldest) {
+                table.bytes -= gone.len();
             }
         }
+        table.bytes += key.len();
         table.keys.insert(cursor, key);
         table.order.push_back(cursor);
         cursor
@@ -243,5 +252,13 @@ mod tests {
             cursors.after(i.to_string().into_bytes());
         }
         assert_eq!(cursors.resume(first), None);
+        let big = cursors.after(vec![b'k'; MAX_CURSOR_BYTES / 2]);
+        let bigger = cursors.after(vec![b'k'; MAX_CURSOR_BYTES / 2 + 1]);
+        assert_eq!(
+            cursors.resume(big),
+            None,
+            "over the byte bound: the oldest goes"
+        );
+        assert!(cursors.resume(bigger).is_some());
     }
 }

@@ -225,8 +225,7 @@ impl Replica {
         let mut bytes = 0;
         let mut batch = Vec::new();
         for entry in &p.unconfirmed {
-            let size =
-                entry.request.op.key().len() + entry.request.op.value().map_or(0, <[u8]>::len);
+            let size = entry.request.op.bytes();
             if !batch.is_empty()
                 && (batch.len() >= MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES)
             {
