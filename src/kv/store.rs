@@ -845,16 +845,20 @@ mod tests {
         assert_eq!(store.data().get(b"max"), Some(&b"1.7e308"[..]), "unchanged");
     }
 
-    #[test]
-    fn keys_expire_on_the_service_clock_and_travel_with_a_transfer() {
-        let mut store = Store::new(Limits::default());
-        let set = |key: &str, value: &str, ttl: Ttl| Op::Set {
+    /// A plain SET of `key` with `ttl`.
+    fn set(key: &str, value: &str, ttl: Ttl) -> Op {
+        Op::Set {
             key: key.into(),
             value: value.into(),
             when: When::Always,
             get: false,
             ttl,
-        };
+        }
+    }
+
+    #[test]
+    fn keys_expire_on_the_service_clock_and_travel_with_a_transfer() {
+        let mut store = Store::new(Limits::default());
         let ttl = |key: &str| Op::Ttl { key: key.into() };
         let get = |key: &str| Op::Get { key: key.into() };
         let text = |n: &str| Reply::Ok(Some(n.as_bytes().to_vec()));
@@ -931,14 +935,7 @@ mod tests {
     #[test]
     fn an_expired_key_is_absent_to_every_operation() {
         let mut store = Store::new(Limits::default());
-        let set = Op::Set {
-            key: b"k".to_vec(),
-            value: b"5".to_vec(),
-            when: When::Always,
-            get: false,
-            ttl: Ttl::In(10),
-        };
-        store.apply(&req(1, 1, set), 0);
+        store.apply(&req(1, 1, set("k", "5", Ttl::In(10))), 0);
         let incr = Op::IncrBy {
             key: b"k".to_vec(),
             by: 1,
@@ -952,14 +949,7 @@ mod tests {
             None,
             "a new key, without the old deadline"
         );
-        let nx = Op::Set {
-            key: b"n".to_vec(),
-            value: b"1".to_vec(),
-            when: When::Always,
-            get: false,
-            ttl: Ttl::In(10),
-        };
-        store.apply(&req(1, 3, nx), 20);
+        store.apply(&req(1, 3, set("n", "1", Ttl::In(10))), 20);
         let again = Op::MSet {
             pairs: vec![(b"n".to_vec().into(), b"2".to_vec().into())],
             only_if_none_exist: true,
