@@ -269,6 +269,9 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
     assert_eq!(up.cli(idle, &["SETEX", "long", "100", "v"]).1.trim(), "OK");
     let ttl = number(&["TTL", "long"]);
     assert!((1..=100).contains(&ttl), "TTL {ttl}");
+    assert_eq!(up.cli(idle, &["EXPIRE", "long", "50", "GT"]).1.trim(), "0");
+    assert_eq!(up.cli(idle, &["EXPIRE", "long", "500", "GT"]).1.trim(), "1");
+    assert_eq!(up.cli(idle, &["EXPIRE", "long", "600", "NX"]).1.trim(), "0");
     assert_eq!(up.cli(idle, &["PERSIST", "long"]).1.trim(), "1");
     assert_eq!(up.cli(idle, &["TTL", "long"]).1.trim(), "-1");
     assert_eq!(up.cli(idle, &["TTL", "nothing"]).1.trim(), "-2");

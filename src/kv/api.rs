@@ -121,6 +121,8 @@ pub enum Op {
         key: Vec<u8>,
         /// How long it lives from now, in ms; `None` for ever.
         after_ms: Option<u64>,
+        /// When the new deadline is set (Redis 7's NX/XX/GT/LT).
+        only: ExpireIf,
     },
     /// Read the key's remaining time to live in ms, in decimal: `-2` if the key does not exist,
     /// `-1` if it does not expire. A read.
@@ -210,6 +212,21 @@ pub enum Ttl {
     Keep,
     /// The key expires this many ms from now (`EX`, `PX`).
     In(u64),
+}
+
+/// When an [`Op::Expire`] sets the new deadline. A key without one counts as living for ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpireIf {
+    /// Always.
+    Always,
+    /// Only if the key has no deadline (`NX`).
+    NoDeadline,
+    /// Only if the key has one (`XX`).
+    HasDeadline,
+    /// Only if the new deadline is later (`GT`).
+    Later,
+    /// Only if the new deadline is earlier (`LT`).
+    Earlier,
 }
 
 /// When an [`Op::Set`] writes.

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{KvError, Op, Reply, Request, ScanPage, Ttl, When, SCAN_BYTES, SCAN_MAX_KEYS};
+use super::api::{
+    ExpireIf, KvError, Op, Reply, Request, ScanPage, Ttl, When, SCAN_BYTES, SCAN_MAX_KEYS,
+};
 use super::data::{Data, Record};
 use super::sessions::{Lookup, Session, SessionBounds, Sessions};
 
@@ -283,10 +285,23 @@ impl Store {
                 self.data.set(key, text.as_bytes());
                 Reply::Ok(Some(text.into_bytes()))
             }
-            Op::Expire { key, after_ms } => {
+            Op::Expire {
+                key,
+                after_ms,
+                only,
+            } => {
                 let exists = self.data.get(key).is_some();
+                let old = self.data.deadline(key).unwrap_or(u64::MAX);
+                let new = after_ms.map_or(u64::MAX, |ms| now.saturating_add(ms));
+                let allowed = match only {
+                    ExpireIf::Always => true,
+                    ExpireIf::NoDeadline => old == u64::MAX,
+                    ExpireIf::HasDeadline => old != u64::MAX,
+                    ExpireIf::Later => new > old,
+                    ExpireIf::Earlier => new < old,
+                };
                 let changed = match after_ms {
-                    _ if !exists => false,
+                    _ if !exists || !allowed => false,
                     Some(0) => self.data.remove(key).is_some(),
                     Some(ms) => {
                         self.data.set_deadline(key, Some(now.saturating_add(*ms)));
@@ -899,6 +914,7 @@ mod tests {
         let expire = |key: &str, after_ms| Op::Expire {
             key: key.into(),
             after_ms,
+            only: ExpireIf::Always,
         };
         assert_eq!(
             store.apply(&req(1, 5, expire("forever", Some(50))), 1200),
@@ -958,5 +974,30 @@ mod tests {
             store.apply(&req(1, 4, again), 30),
             Reply::Ok(Some(b"1".to_vec()))
         );
+    }
+
+    #[test]
+    fn expire_options_compare_deadlines_as_redis_7_does() {
+        let mut store = Store::new(Limits::default());
+        let mut seq = 0;
+        let mut expire = |store: &mut Store, after_ms, only| {
+            seq += 1;
+            let op = Op::Expire {
+                key: b"k".to_vec(),
+                after_ms: Some(after_ms),
+                only,
+            };
+            store.apply(&req(1, seq, op), 0) == Reply::Ok(Some(b"1".to_vec()))
+        };
+        store.apply(&req(2, 1, put(b"k", b"v")), 0);
+        // No deadline counts as for ever: XX and GT refuse, LT and NX set.
+        assert!(!expire(&mut store, 100, ExpireIf::HasDeadline));
+        assert!(!expire(&mut store, 100, ExpireIf::Later));
+        assert!(expire(&mut store, 100, ExpireIf::Earlier));
+        assert!(!expire(&mut store, 50, ExpireIf::NoDeadline));
+        assert!(!expire(&mut store, 50, ExpireIf::Later));
+        assert!(expire(&mut store, 200, ExpireIf::Later));
+        assert!(expire(&mut store, 150, ExpireIf::HasDeadline));
+        assert_eq!(store.data().deadline(b"k"), Some(150));
     }
 }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::kv::api::{Ttl, When};
+use crate::kv::api::{ExpireIf, Ttl, When};
 
 /// One parsed command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,9 +62,9 @@ pub enum Command {
         /// Which command this was, for its reply's shape.
         shape: SetShape,
     },
-    /// `EXPIRE key seconds`, `PEXPIRE key ms` (ms; 0 or less removes the key) and `PERSIST`
-    /// (`None`).
-    Expire(Bytes, Option<u64>),
+    /// `EXPIRE key seconds [NX|XX|GT|LT]`, `PEXPIRE key ms [...]` (ms; 0 or less removes the
+    /// key) and `PERSIST` (`None`).
+    Expire(Bytes, Option<u64>, ExpireIf),
     /// `TTL key` (`false`: in seconds) and `PTTL key` (`true`: in ms).
     Ttl(Bytes, bool),
     /// `GETDEL key`.
@@ -316,7 +316,17 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
             }
         }
         b"EXPIRE" | b"PEXPIRE" => {
-            exactly(2)?;
+            let only = match rest {
+                [_, _] => ExpireIf::Always,
+                [_, _, option] => match &*option.to_ascii_uppercase() {
+                    b"NX" => ExpireIf::NoDeadline,
+                    b"XX" => ExpireIf::HasDeadline,
+                    b"GT" => ExpireIf::Later,
+                    b"LT" => ExpireIf::Earlier,
+                    _ => return Err(format!("ERR Unsupported option {}", String::from_utf8_lossy(option))),
+                },
+                _ => return Err(arity(&lower)),
+            };
             let amount = integer(&arg(1))?;
             let seconds = name.eq_ignore_ascii_case(b"EXPIRE");
             let ms = if amount <= 0 {
@@ -328,11 +338,11 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
             } else {
                 amount.unsigned_abs()
             };
-            Command::Expire(arg(0), Some(ms))
+            Command::Expire(arg(0), Some(ms), only)
         }
         b"PERSIST" => {
             exactly(1)?;
-            Command::Expire(arg(0), None)
+            Command::Expire(arg(0), None, ExpireIf::Always)
         }
         b"TTL" | b"PTTL" => {
             exactly(1)?;
@@ -571,17 +581,29 @@ mod tests {
         assert!(parsed("SET k v EXAT 10").is_err_and(|e| e.contains("service clock")));
         assert_eq!(
             parsed("EXPIRE k 3"),
-            Ok(Command::Expire("k".into(), Some(3000)))
+            Ok(Command::Expire("k".into(), Some(3000), ExpireIf::Always))
         );
         assert_eq!(
             parsed("PEXPIRE k 3"),
-            Ok(Command::Expire("k".into(), Some(3)))
+            Ok(Command::Expire("k".into(), Some(3), ExpireIf::Always))
         );
         assert_eq!(
             parsed("EXPIRE k -1"),
-            Ok(Command::Expire("k".into(), Some(0)))
+            Ok(Command::Expire("k".into(), Some(0), ExpireIf::Always))
         );
-        assert_eq!(parsed("PERSIST k"), Ok(Command::Expire("k".into(), None)));
+        assert_eq!(
+            parsed("PERSIST k"),
+            Ok(Command::Expire("k".into(), None, ExpireIf::Always))
+        );
+        assert_eq!(
+            parsed("EXPIRE k 3 gt"),
+            Ok(Command::Expire("k".into(), Some(3000), ExpireIf::Later))
+        );
+        assert_eq!(
+            parsed("EXPIRE k 3 SOON"),
+            Err("ERR Unsupported option SOON".into())
+        );
+        assert_eq!(parsed("EXPIRE k 3 NX XX"), Err(arity("expire")));
         assert_eq!(parsed("TTL k"), Ok(Command::Ttl("k".into(), false)));
         assert_eq!(parsed("PTTL k"), Ok(Command::Ttl("k".into(), true)));
         assert_eq!(

@@ -432,10 +432,11 @@ impl Connection {
                 Ok(previous) => bulk(previous),
                 Err(err) => failure(err),
             },
-            Command::Expire(key, after_ms) => {
+            Command::Expire(key, after_ms, only) => {
                 let op = Op::Expire {
                     key: key.to_vec(),
                     after_ms,
+                    only,
                 };
                 decimal(client.execute(op).await)
             }
