@@ -29,6 +29,8 @@ pub struct ClusterFile {
     pub client: ClientEntry,
     /// Servers that must hold a write before it is acknowledged: 2 (default) or 1.
     pub min_copies: Option<u32>,
+    /// Whether a primary answers reads alone under its read lease (default true).
+    pub read_lease: Option<bool>,
     /// A file holding the cluster secret every RPC must prove (`--secret-file` wins).
     pub secret_file: Option<PathBuf>,
     /// This node's (or client's) TLS certificate chain, PEM (`--tls-cert` wins).

@@ -40,6 +40,10 @@ pub struct Args {
     /// else 2].
     #[arg(long)]
     min_copies: Option<u32>,
+    /// Answer reads on the primary alone while it holds a read lease (true), or enter every
+    /// read in the stream to the backup (false) [default: the cluster file's, else true].
+    #[arg(long)]
+    read_lease: Option<bool>,
     /// Also serve the Redis protocol (RESP2) here, e.g. 127.0.0.1:6379: redis-cli and Redis
     /// client libraries work against it; AUTH with the cluster secret if there is one.
     #[arg(long)]
@@ -77,6 +81,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     if let Some(copies) = args.min_copies.or(file.min_copies) {
         config.min_copies = copies;
+    }
+    if let Some(lease) = args.read_lease.or(file.read_lease) {
+        config.read_lease = lease;
     }
     config.tls = super::tls(&file)?;
     config.validate().map_err(anyhow::Error::msg)?;

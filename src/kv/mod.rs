@@ -54,6 +54,10 @@ pub struct ServerConfig {
     /// Servers that must hold a write before it is acknowledged: 2 (the default) means no
     /// single crash loses an acknowledged write; 1 lets a lone primary acknowledge.
     pub min_copies: u32,
+    /// Whether the primary answers reads from its own state while it holds a read lease
+    /// ([`Timings::read_lease`] after a ping reply naming it primary) — the default — rather
+    /// than entering every read in the stream to the backup.
+    pub read_lease: bool,
     /// Deadline of one RPC to the backup or a monitor (pings wait less: [`Self::ping_timeout`]).
     pub rpc_timeout: Duration,
     /// How long a client request may wait for its copies before the client is told to retry.
@@ -86,6 +90,7 @@ impl ServerConfig {
             timings: Timings::default(),
             limits: Limits::default(),
             min_copies: 2,
+            read_lease: true,
             rpc_timeout: Duration::from_secs(1),
             confirm_timeout: Duration::from_secs(2),
             transfer_chunk_bytes: MAX_CHUNK_BYTES,

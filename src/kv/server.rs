@@ -68,6 +68,7 @@ impl KvServer {
             limits: config.limits,
             min_copies: config.min_copies,
             chunk_bytes: config.transfer_chunk_bytes,
+            read_lease: config.read_lease,
         };
         KvServer {
             replica: Mutex::new(Replica::new(me, settings)),
@@ -136,9 +137,11 @@ impl KvServer {
                 _ = self.wake_pinger.notified() => {}
             }
             let ping = self.with_replica(|r| r.ping(Instant::now()));
+            // The read lease counts from before the ping leaves: the monitors hear it later.
+            let sent = Instant::now();
             let effects = match self.monitors.ping(&ping).await {
                 Ok(PingReply::View { view, cluster }) => {
-                    self.with_replica(|r| r.on_ping_reply(cluster, view, Instant::now()))
+                    self.with_replica(|r| r.on_ping_reply(cluster, view, sent, Instant::now()))
                 }
                 Ok(PingReply::Foreign { cluster }) => self.with_replica(|r| r.on_foreign(cluster)),
                 Ok(PingReply::NotLeader { .. }) => Vec::new(),

@@ -172,7 +172,7 @@ impl Store {
         }
         let previous = |r: Option<Record>| r.map(|r| r.value().to_vec());
         match op {
-            Op::Get { key } => Reply::Ok(self.data.get(key).map(<[u8]>::to_vec)),
+            Op::Get { .. } | Op::Scan { .. } | Op::Ttl { .. } => self.read_at(op, now),
             Op::Put { key, value } => {
                 self.write(key, value);
                 Reply::Ok(None)
@@ -237,20 +237,6 @@ impl Store {
                 Ok(length) => Reply::Ok(Some(length.to_string().into_bytes())),
                 Err(refused) => refused,
             },
-            Op::Scan {
-                prefix,
-                after,
-                limit,
-                values,
-            } => Reply::Ok(Some(
-                self.scan(
-                    prefix,
-                    after.as_ref().map(|a| a.as_slice()),
-                    *limit,
-                    *values,
-                )
-                .encode(),
-            )),
             Op::MSet {
                 pairs,
                 only_if_none_exist,
@@ -315,16 +301,6 @@ impl Store {
                 };
                 Reply::Ok(Some(if changed { b"1" } else { b"0" }.to_vec()))
             }
-            Op::Ttl { key } => {
-                let ttl = match (self.data.get(key), self.data.deadline(key)) {
-                    (None, _) => -2,
-                    (Some(_), None) => -1,
-                    (Some(_), Some(at)) => {
-                        i64::try_from(at.saturating_sub(now)).unwrap_or(i64::MAX)
-                    }
-                };
-                Reply::Ok(Some(ttl.to_string().into_bytes()))
-            }
             Op::Flush => {
                 let keys = self.data.live_len(now);
                 self.data = Data::default();
@@ -333,8 +309,69 @@ impl Store {
         }
     }
 
-    /// One page of keys starting with `prefix` after `after` (see [`Op::Scan`]).
-    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: u32, values: bool) -> ScanPage {
+    /// Answer the read `op` at service time `at_ms` (or the store's clock, if later) without
+    /// changing anything: keys whose deadline passed read as absent though not yet reaped.
+    /// What a primary answers from its own state (under a read lease, or while no other
+    /// server can be promoted) and any replica answers a stale read with; primary and backup
+    /// stay identical because only replicated entries change a store.
+    pub fn read(&self, op: &Op, at_ms: u64) -> Reply {
+        if !op.is_read() {
+            return invalid("only a read can be answered without replicating it");
+        }
+        if op.key().len() > self.limits.max_value {
+            return too_large("key", op.key().len(), &self.limits);
+        }
+        self.read_at(op, self.clock_ms.max(at_ms))
+    }
+
+    /// A read at service time `now` (see [`Store::read`]).
+    fn read_at(&self, op: &Op, now: u64) -> Reply {
+        let live = |key: &[u8]| {
+            self.data
+                .get(key)
+                .filter(|_| self.data.deadline(key).is_none_or(|at| at > now))
+        };
+        match op {
+            Op::Get { key } => Reply::Ok(live(key).map(<[u8]>::to_vec)),
+            Op::Ttl { key } => {
+                let ttl = match (live(key), self.data.deadline(key)) {
+                    (None, _) => -2,
+                    (Some(_), None) => -1,
+                    (Some(_), Some(at)) => {
+                        i64::try_from(at.saturating_sub(now)).unwrap_or(i64::MAX)
+                    }
+                };
+                Reply::Ok(Some(ttl.to_string().into_bytes()))
+            }
+            Op::Scan {
+                prefix,
+                after,
+                limit,
+                values,
+            } => Reply::Ok(Some(
+                self.scan(
+                    prefix,
+                    after.as_ref().map(|a| a.as_slice()),
+                    *limit,
+                    *values,
+                    now,
+                )
+                .encode(),
+            )),
+            _ => invalid("only a read can be answered without replicating it"),
+        }
+    }
+
+    /// One page of keys starting with `prefix` after `after` (see [`Op::Scan`]), leaving out
+    /// keys whose deadline is `now` or earlier.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: u32,
+        values: bool,
+        now: u64,
+    ) -> ScanPage {
         // Nothing before the prefix can match: start there.
         let start = match after {
             Some(after) if after >= prefix => Bound::Excluded(after),
@@ -344,11 +381,7 @@ impl Store {
             .data
             .from(start)
             .take_while(|r| r.key().starts_with(prefix))
-            .filter(|r| {
-                self.data
-                    .deadline(r.key())
-                    .is_none_or(|at| at > self.clock_ms)
-            })
+            .filter(|r| self.data.deadline(r.key()).is_none_or(|at| at > now))
             .peekable();
         let mut page = ScanPage::default();
         let mut bytes = 0;
@@ -999,5 +1032,34 @@ mod tests {
         assert!(expire(&mut store, 200, ExpireIf::Later));
         assert!(expire(&mut store, 150, ExpireIf::HasDeadline));
         assert_eq!(store.data().deadline(b"k"), Some(150));
+    }
+
+    #[test]
+    fn a_read_changes_nothing_and_sees_expired_keys_as_absent() {
+        let mut store = Store::new(Limits::default());
+        store.apply(&req(1, 1, set("k", "v", Ttl::In(10))), 100);
+        let get = Op::Get { key: b"k".to_vec() };
+        let ttl = Op::Ttl { key: b"k".to_vec() };
+        assert_eq!(store.read(&get, 105), Reply::Ok(Some(b"v".to_vec())));
+        assert_eq!(store.read(&ttl, 105), Reply::Ok(Some(b"5".to_vec())));
+        assert_eq!(store.read(&get, 110), Reply::Ok(None));
+        assert_eq!(store.read(&ttl, 110), Reply::Ok(Some(b"-2".to_vec())));
+        let scan = Op::Scan {
+            prefix: Vec::new(),
+            after: None,
+            limit: 10,
+            values: false,
+        };
+        let Reply::Ok(Some(page)) = store.read(&scan, 110) else {
+            panic!("a scan answers a page");
+        };
+        assert!(ScanPage::decode(&page).expect("page").pairs.is_empty());
+        // Nothing was reaped, and the service clock did not move: only entries change a store.
+        assert_eq!((store.data().len(), store.clock_ms()), (1, 100));
+        assert!(matches!(
+            store.read(&Op::Delete { key: b"k".to_vec() }, 110),
+            Reply::Err(_)
+        ));
+        assert_eq!(store.data().len(), 1);
     }
 }

@@ -37,6 +37,8 @@ pub struct ClusterOptions {
     pub limits: Limits,
     /// Copies a write needs before it is acknowledged (the product's default, 2).
     pub min_copies: u32,
+    /// Whether primaries answer reads under a read lease (the product's default, true).
+    pub read_lease: bool,
     /// Most bytes per state-transfer chunk (small ones make a transfer take many messages).
     pub transfer_chunk_bytes: usize,
     /// The cluster secret every node requires and every harness client proves, if any.
@@ -76,6 +78,7 @@ impl ClusterOptions {
             seed,
             limits: Limits::default(),
             min_copies: 2,
+            read_lease: true,
             transfer_chunk_bytes: kv::MAX_CHUNK_BYTES,
             secret: None,
             tls: None,
@@ -459,6 +462,7 @@ impl Cluster {
         config.timings = self.options.timings;
         config.limits = self.options.limits;
         config.min_copies = self.options.min_copies;
+        config.read_lease = self.options.read_lease;
         config.transfer_chunk_bytes = self.options.transfer_chunk_bytes;
         config.rpc_timeout = Duration::from_millis(500);
         config.confirm_timeout = Duration::from_secs(1);

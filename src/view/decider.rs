@@ -29,6 +29,18 @@ impl Timings {
         self.ping_interval * self.dead_pings
     }
 
+    /// How long after a ping was *sent* its reply naming a server primary lets that server
+    /// answer reads alone (its read lease): no monitor leader declares a server dead until
+    /// `dead_after` has passed since it heard from it, or since it took over (the grace
+    /// period), and both come after the ping was sent. The lease stops short of that by a
+    /// margin of one ping interval or a fifth of `dead_after`, whichever is longer, for the
+    /// clocks' rate drift and the moment a deposed monitor leader may still answer
+    /// (docs/ARCHITECTURE.md, "Read leases").
+    pub fn read_lease(&self) -> Duration {
+        let margin = self.ping_interval.max(self.dead_after() / 5);
+        self.dead_after().saturating_sub(margin)
+    }
+
     /// Refuse timings the protocol cannot work with: a zero interval (pings in a busy loop), a
     /// zero or single dead-ping count (one late ping would be a death), an interval under 1 ms
     /// or over a minute.

@@ -34,6 +34,9 @@ pub struct Settings {
     pub min_copies: u32,
     /// Most key and value bytes in one transfer chunk.
     pub chunk_bytes: usize,
+    /// Whether the primary answers reads alone while it holds a read lease
+    /// ([`Timings::read_lease`]) instead of entering them in the stream to the backup.
+    pub read_lease: bool,
 }
 
 /// What the shell must do after an event.
@@ -95,6 +98,10 @@ pub struct PrimaryRole {
     /// reply: the backup is reported failed once that lasts `dead_pings` intervals. Progress
     /// (any chunk or batch accepted) clears it, so a long transfer is never a failure.
     stalled_since: Option<Instant>,
+    /// Until when no other server can have been made primary, so reads may be answered from
+    /// our state alone: a ping reply naming us primary of this view, plus the read lease,
+    /// counted from when that ping was sent. `None`: no lease (or leases are off).
+    lease_until: Option<Instant>,
 }
 
 /// The service clock as this server advances it while primary: the replicated clock it took
@@ -195,9 +202,16 @@ impl Replica {
         self.cluster
     }
 
-    /// A ping answered by the monitors of `cluster` with `view`: followed if it is our cluster
-    /// (or we have none yet), else ignored.
-    pub fn on_ping_reply(&mut self, cluster: ClusterId, view: View, now: Instant) -> Vec<Effect> {
+    /// A ping sent at `sent`, answered by the monitors of `cluster` with `view` at `now`:
+    /// followed if it is our cluster (or we have none yet), else ignored. A reply naming us
+    /// primary of the view we then follow renews our read lease from `sent`.
+    pub fn on_ping_reply(
+        &mut self,
+        cluster: ClusterId,
+        view: View,
+        sent: Instant,
+        now: Instant,
+    ) -> Vec<Effect> {
         if self.cluster == 0 {
             self.cluster = cluster;
         }
@@ -210,7 +224,16 @@ impl Replica {
             );
             return Vec::new();
         }
-        self.on_view(view, now)
+        let names_us = view.num >= self.view.num && view.primary.as_ref() == Some(&self.me);
+        let effects = self.on_view(view, now);
+        let lease = self
+            .settings
+            .read_lease
+            .then(|| sent + self.settings.timings.read_lease());
+        if let (true, Role::Primary(p)) = (names_us, &mut self.role) {
+            p.lease_until = lease.max(p.lease_until);
+        }
+        effects
     }
 
     /// The monitors (of cluster `theirs`) refused our ping as another cluster's. A server that
@@ -297,6 +320,7 @@ impl Replica {
                 fenced: false,
                 clock,
                 stalled_since: None,
+                lease_until: None,
             });
             self.settle_unreplicated();
             return match view.backup {

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{Effect, PrimaryRole, Replica, Role};
-use crate::kv::api::{Entry, KvError, Reply, Request};
+use crate::kv::api::{Entry, KvError, Op, Reply, Request};
 use crate::kv::transfer::Snapshot;
 use crate::kv::Data;
 
@@ -102,7 +102,21 @@ impl Replica {
         if is_read && !p.synced {
             // No other server can be made primary while our backup is not in sync (only a
             // ready backup is promoted), so our state is the service's: answer alone.
-            return Submit::Reply(self.store.apply(&request, at_ms));
+            return Submit::Reply(self.store.read(&request.op, at_ms));
+        }
+        if is_read && p.lease_until.is_some_and(|until| now < until) {
+            // Under the read lease no other server can be primary yet: read our state now,
+            // and answer once every entry it reflects is confirmed, so the reply shows no
+            // write a failover could still lose.
+            let reply = self.store.read(&request.op, at_ms);
+            if self.progress.confirmed >= self.index {
+                return Submit::Reply(reply);
+            }
+            return Submit::Wait {
+                index: self.index,
+                epoch: self.progress.epoch,
+                reply,
+            };
         }
         let reply = self.store.apply(&request, at_ms);
         self.index += 1;
@@ -120,6 +134,20 @@ impl Replica {
             epoch: self.progress.epoch,
             reply,
         }
+    }
+
+    /// Answer the read `op` at `now` from this server's own state, without waiting for
+    /// anyone (a *stale* read): the primary's state may hold writes not yet confirmed, a
+    /// backup's may lack the newest ones, and a deposed primary's may be old. Only a server
+    /// holding the service's state answers; others say `WrongServer`.
+    pub fn read_stale(&self, op: &Op, now: Instant) -> Reply {
+        let view = self.view.num;
+        let at_ms = match &self.role {
+            Role::Primary(p) if self.holds_state && !p.fenced => p.clock.now_ms(now),
+            Role::Backup(_) if self.holds_state => self.store.clock_ms(),
+            _ => return Reply::Err(KvError::WrongServer { view }),
+        };
+        self.store.read(op, at_ms)
     }
 
     /// The data as of now for a dump: an O(1) snapshot (less the keys expired but not yet

@@ -24,6 +24,7 @@ fn settings(min_copies: u32) -> Settings {
         limits: Limits::default(),
         min_copies,
         chunk_bytes: crate::kv::MAX_CHUNK_BYTES,
+        read_lease: true,
     }
 }
 
@@ -521,21 +522,25 @@ fn a_server_follows_only_the_cluster_that_answered_it_first() {
     let now = Instant::now();
     let mut s = Replica::new(me.clone(), settings(1));
     assert_eq!(s.ping(now).cluster, 0);
-    s.on_ping_reply(7, view(1, &me, None), now);
+    s.on_ping_reply(7, view(1, &me, None), now, now);
     assert_eq!((s.cluster(), s.view().num), (7, 1));
     let ping = s.ping(now);
     assert_eq!((ping.cluster, ping.holds_state), (7, true));
     // Monitors of another cluster answering with a newer view are not followed.
     let other = member("o", 9);
-    assert!(s.on_ping_reply(8, view(5, &other, None), now).is_empty());
+    assert!(s
+        .on_ping_reply(8, view(5, &other, None), now, now)
+        .is_empty());
     assert_eq!((s.cluster(), s.view().num), (7, 1));
 }
 
 #[test]
 fn a_foreign_refusal_resets_a_server_without_state_and_spares_one_holding_it() {
     let mut pair = Pair::new(2);
-    pair.p.on_ping_reply(7, pair.view.clone(), pair.now);
-    pair.b.on_ping_reply(7, pair.view.clone(), pair.now);
+    pair.p
+        .on_ping_reply(7, pair.view.clone(), pair.now, pair.now);
+    pair.b
+        .on_ping_reply(7, pair.view.clone(), pair.now, pair.now);
     assert!(matches!(
         pair.write(put(1, 1, "k", "v")),
         Submit::Wait { .. }
@@ -582,5 +587,136 @@ fn a_recovered_view_keeps_the_state_a_server_holds_or_starts_one_empty() {
     assert!(
         matches!(refused, Reply::Err(KvError::WrongServer { .. })),
         "{refused:?}"
+    );
+}
+
+/// A pair whose backup is in sync and holds `k = v`.
+fn synced_pair(settings_read_lease: bool) -> Pair {
+    let mut pair = Pair::new(2);
+    pair.p.settings.read_lease = settings_read_lease;
+    pair.transfer();
+    assert!(matches!(
+        pair.write(put(1, 1, "k", "v")),
+        Submit::Wait { .. }
+    ));
+    pair.pump();
+    pair
+}
+
+fn get_at(replica: &mut Replica, at: Instant) -> Submit {
+    replica.on_request(get("k"), at, T0_WALL)
+}
+
+#[test]
+fn under_a_read_lease_the_primary_answers_reads_alone_until_it_runs_out() {
+    let mut pair = synced_pair(true);
+    let lease = pair.p.settings().timings.read_lease();
+    assert_eq!(lease, Duration::from_millis(400));
+    // Without a ping reply there is no lease: the read enters the stream.
+    let index = pair.p.index();
+    assert!(
+        matches!(get_at(&mut pair.p, pair.now), Submit::Wait { index: i, .. } if i == index + 1)
+    );
+    pair.pump();
+    // The ping was sent at `now` and answered 300 ms later: the lease still counts from `now`.
+    let sent = pair.now;
+    let answered = sent + Duration::from_millis(300);
+    pair.p.on_ping_reply(7, pair.view.clone(), sent, answered);
+    let index = pair.p.index();
+    let just_in = sent + lease - Duration::from_millis(1);
+    assert_eq!(
+        get_at(&mut pair.p, just_in),
+        Submit::Reply(Reply::Ok(Some(b"v".to_vec())))
+    );
+    assert_eq!(pair.p.index(), index, "a lease read is not an entry");
+    assert!(matches!(
+        get_at(&mut pair.p, sent + lease),
+        Submit::Wait { index: i, .. } if i == index + 1
+    ));
+}
+
+#[test]
+fn a_lease_read_waits_until_what_it_saw_is_confirmed() {
+    let mut pair = synced_pair(true);
+    pair.p
+        .on_ping_reply(7, pair.view.clone(), pair.now, pair.now);
+    let Submit::Wait { index, .. } = pair.write(put(1, 2, "k", "w")) else {
+        panic!("a write waits for its copy");
+    };
+    // The read sees the write, so it may not be answered before the write is confirmed.
+    assert_eq!(
+        get_at(&mut pair.p, pair.now),
+        Submit::Wait {
+            index,
+            epoch: pair.p.progress().epoch,
+            reply: Reply::Ok(Some(b"w".to_vec())),
+        }
+    );
+    assert_eq!(pair.p.index(), index);
+    pair.pump();
+    assert!(pair.p.progress().confirmed >= index);
+    assert_eq!(
+        get_at(&mut pair.p, pair.now),
+        Submit::Reply(Reply::Ok(Some(b"w".to_vec())))
+    );
+}
+
+#[test]
+fn with_leases_off_or_no_lease_granted_every_read_enters_the_stream() {
+    let mut off = synced_pair(false);
+    off.p.on_ping_reply(7, off.view.clone(), off.now, off.now);
+    let index = off.p.index();
+    assert!(matches!(get_at(&mut off.p, off.now), Submit::Wait { index: i, .. } if i == index + 1));
+    // A reply with an older view naming us grants nothing.
+    let mut old = synced_pair(true);
+    let pm = old.p.me().clone();
+    old.p.on_ping_reply(7, view(1, &pm, None), old.now, old.now);
+    let index = old.p.index();
+    assert!(matches!(get_at(&mut old.p, old.now), Submit::Wait { index: i, .. } if i == index + 1));
+    // A reply making someone else primary ends our service, lease or not.
+    let mut deposed = synced_pair(true);
+    deposed
+        .p
+        .on_ping_reply(7, deposed.view.clone(), deposed.now, deposed.now);
+    let bm = deposed.b.me().clone();
+    deposed
+        .p
+        .on_ping_reply(7, view(3, &bm, None), deposed.now, deposed.now);
+    assert_eq!(
+        get_at(&mut deposed.p, deposed.now),
+        Submit::Reply(Reply::Err(KvError::WrongServer { view: 3 }))
+    );
+}
+
+#[test]
+fn stale_reads_come_from_any_replica_holding_the_state() {
+    let mut pair = Pair::new(2);
+    let op = Op::Get { key: b"k".to_vec() };
+    // A backup that has not installed the state holds nothing to answer from.
+    assert_eq!(
+        pair.b.read_stale(&op, pair.now),
+        Reply::Err(KvError::WrongServer { view: 2 })
+    );
+    pair.transfer();
+    pair.write(put(1, 1, "k", "v"));
+    pair.pump();
+    pair.write(put(1, 2, "k", "w"));
+    // The backup lags by the write not yet forwarded; the primary shows it unconfirmed.
+    assert_eq!(
+        pair.b.read_stale(&op, pair.now),
+        Reply::Ok(Some(b"v".to_vec()))
+    );
+    assert_eq!(
+        pair.p.read_stale(&op, pair.now),
+        Reply::Ok(Some(b"w".to_vec()))
+    );
+    let index = pair.p.index();
+    pair.p.read_stale(&op, pair.now);
+    assert_eq!(pair.p.index(), index, "a stale read is not an entry");
+    let mut idle = Replica::new(member("i", 3), settings(2));
+    idle.on_view(pair.view.clone(), pair.now);
+    assert_eq!(
+        idle.read_stale(&op, pair.now),
+        Reply::Err(KvError::WrongServer { view: 2 })
     );
 }
