@@ -128,6 +128,22 @@ async fn curl_reads_writes_and_lists_through_any_server() {
     }
     let expected: Vec<String> = (0..25).map(|i| format!("list:{i:02}")).collect();
     assert_eq!(seen, expected);
+    // Stale reads: this server (the backup) answers from its own state, where every
+    // acknowledged write already is.
+    assert_eq!(
+        curl("GET", url("/v1/kv/list:07?consistency=stale"), None).await,
+        (200, b"v7".to_vec())
+    );
+    let (status, body) = curl("GET", url("/v1/kv?prefix=list%3A0&consistency=stale"), None).await;
+    assert_eq!(
+        (status, json(&body)["items"].as_array().map(Vec::len)),
+        (200, Some(10))
+    );
+    let (status, body) = curl("GET", url("/v1/kv/list:07?consistency=eventual"), None).await;
+    assert_eq!(
+        (status, json(&body)["code"].clone()),
+        (400, json!("bad_request"))
+    );
     let (_, body) = curl("GET", url("/v1/kv?keys_only=true&limit=1"), None).await;
     let page = json(&body);
     assert_eq!(page["items"], json!([{"key": "list:00"}]));

@@ -304,6 +304,13 @@ for protocol in (2, 3):
     assert r.get(key("p")) == b"one"
     assert r.set(key("p"), "two", nx=True) is None
     assert r.incr(key("n")) == 1
+    # READONLY: this connection's reads are stale reads from a replica's own state; an
+    # acknowledged write is on the backup, so it is there to see.
+    one = redis.Redis(host="127.0.0.1", port=port, password=secret, protocol=protocol,
+                      single_connection_client=True)
+    assert one.readonly() and one.get(key("p")) == b"one"
+    assert one.readwrite() and one.get(key("p")) == b"one"
+    one.close()
     pipe = r.pipeline(transaction=False)
     pipe.set(key("a"), "1").incr(key("c")).get(key("a")).getdel(key("a"))
     assert pipe.execute() == [True, 1, b"1", b"1"], "pipeline"

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 
 use super::dump_file::{DumpFileError, DumpHeader, DumpReader, DumpWriter};
-use super::{Client, ClientError};
+use super::{Client, ClientError, ReadConsistency};
 use crate::kv::api::{unpack_records, DumpPage, DumpReply, DumpRequest, KvError, DUMP};
 
 /// Most key and value bytes a dump asks for in one page.
@@ -215,6 +215,7 @@ impl Client {
                 id: rand::random(),
                 seq: 0,
                 router: self.router.sibling(),
+                consistency: ReadConsistency::Linearizable,
             };
             let (records, done) = (records.clone(), done.clone());
             writers.spawn(async move {

@@ -17,7 +17,8 @@ mod router;
 pub use backup::{BackupError, BackupProgress, RestoreOptions, PAGE_BYTES};
 pub use dump_file::{DumpFileError, DumpHeader, DumpReader, DumpWriter, OwnedPair, MAGIC, VERSION};
 pub use router::{
-    ClientError, ClientOptions, LocalServer, Router, NO_CLUSTER_HINT, UNREACHABLE_AFTER,
+    ClientError, ClientOptions, LocalServer, ReadConsistency, Router, NO_CLUSTER_HINT,
+    UNREACHABLE_AFTER,
 };
 
 use crate::kv::api::{Op, Request, ScanPage};
@@ -35,6 +36,8 @@ pub struct Client {
     seq: u64,
     /// Finds the primary and retries.
     router: Router,
+    /// What this client's reads may return (linearizable unless asked otherwise).
+    consistency: ReadConsistency,
 }
 
 impl Client {
@@ -100,6 +103,7 @@ impl Client {
             id: rand::random(),
             seq: 0,
             router: Router::new(rpc, monitor_client, options),
+            consistency: ReadConsistency::Linearizable,
         }
     }
 
@@ -108,6 +112,16 @@ impl Client {
     pub fn with_local(mut self, local: std::sync::Arc<dyn LocalServer>) -> Client {
         self.router = self.router.with_local(local);
         self
+    }
+
+    /// Make this client's reads (`get`, `scan`, TTLs) `consistency` from now on.
+    pub fn set_read_consistency(&mut self, consistency: ReadConsistency) {
+        self.consistency = consistency;
+    }
+
+    /// What this client's reads may return.
+    pub fn read_consistency(&self) -> ReadConsistency {
+        self.consistency
     }
 
     /// This session's id.
@@ -128,6 +142,9 @@ impl Client {
     }
 
     async fn call(&mut self, op: Op) -> Result<Option<Vec<u8>>, ClientError> {
+        if self.consistency == ReadConsistency::Stale && op.is_read() {
+            return self.router.read_stale(&op).await;
+        }
         self.seq += 1;
         let deadline = self.router.options().deadline;
         let mut request = Request {

@@ -6,10 +6,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::kv::api::{KvError, Reply, Request, REQUEST};
+use crate::kv::api::{KvError, Op, Reply, Request, READ, REQUEST};
 use crate::monitor::{MonitorClient, MonitorUnavailable};
 use crate::net::RpcClient;
-use crate::view::{ClusterId, View};
+use crate::view::{ClusterId, Member, View};
 
 /// Timeouts and pacing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +30,20 @@ impl Default for ClientOptions {
             rpc_timeout: Duration::from_secs(3),
         }
     }
+}
+
+/// What a read may return.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// What the latest acknowledged write left, as if the service were one machine (the
+    /// default): the primary answers, under its read lease or through its backup.
+    #[default]
+    Linearizable,
+    /// What one replica holding the service's state has now, without asking anyone else: the
+    /// backup (or the front door's own server) may not have the newest writes yet, and the
+    /// primary may show writes not yet confirmed, which a failover could still lose. Cheaper,
+    /// and answered by a backup even while the primary is unreachable.
+    Stale,
 }
 
 /// How long a client that has never reached a monitor keeps trying before it says none is
@@ -93,6 +107,8 @@ pub trait LocalServer: Send + Sync {
     fn addr(&self) -> &str;
     /// Serve `request` as if it had arrived over the network.
     fn serve(&self, request: Request) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>>;
+    /// Answer the read `op` from this server's own state, as a stale read.
+    fn read_stale(&self, op: &Op) -> Reply;
 }
 
 /// Sends requests to the primary of a cached view; re-reads the view only after a failure.
@@ -247,6 +263,29 @@ impl Router {
         }
     }
 
+    /// Answer the read `op` from one replica's state ([`ReadConsistency::Stale`]): this
+    /// process's own server if it holds the state, else the view's backup, else its primary,
+    /// retrying (reading the view again) until one answers or the deadline passes.
+    pub async fn read_stale(&mut self, op: &Op) -> Result<Option<Vec<u8>>, ClientError> {
+        if let Some(Reply::Ok(value)) = self.local.as_ref().map(|local| local.read_stale(op)) {
+            return Ok(value);
+        }
+        let local = self.local.as_ref().map(|l| l.addr().to_string());
+        let replicas = move |view: &View| -> Vec<Member> {
+            [view.backup.clone(), view.primary.clone()]
+                .into_iter()
+                .flatten()
+                .filter(|m| Some(&m.addr) != local.as_ref())
+                .collect()
+        };
+        self.call_members(READ, op, replicas, |reply: Reply| match reply {
+            Reply::Ok(value) => Ok(Ok(value)),
+            Reply::Err(err) if err.is_retryable() => Err(err.to_string()),
+            Reply::Err(err) => Ok(Err(ClientError::Refused(err))),
+        })
+        .await
+    }
+
     /// Send `request` to `path` on the primary until it answers, the deadline passes or
     /// `settle` says the reply is final. `settle` maps a reply to `Ok` (done) or `Err(reason)`
     /// (retry after reading the view again). For requests that change nothing, so a retry is
@@ -255,6 +294,22 @@ impl Router {
         &mut self,
         path: &str,
         request: &Req,
+        settle: impl FnMut(Resp) -> Result<Result<T, ClientError>, String>,
+    ) -> Result<T, ClientError>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let primary = |view: &View| view.primary.iter().cloned().collect();
+        self.call_members(path, request, primary, settle).await
+    }
+
+    /// [`Router::call_primary`], trying in turn the members `pick` chooses from the view.
+    async fn call_members<Req, Resp, T>(
+        &mut self,
+        path: &str,
+        request: &Req,
+        pick: impl Fn(&View) -> Vec<Member>,
         mut settle: impl FnMut(Resp) -> Result<Result<T, ClientError>, String>,
     ) -> Result<T, ClientError>
     where
@@ -264,8 +319,8 @@ impl Router {
         let started = Instant::now();
         let deadline = started + self.options.deadline;
         loop {
-            let mut last = String::from("the view has no primary yet");
-            if self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
+            let mut last = String::from("the view names no server to ask yet");
+            if self.view.as_ref().is_none_or(|v| pick(v).is_empty()) {
                 if let Err(err) = self.refresh_view().await {
                     if let Some(fatal) = self.unreachable(&err, started, true) {
                         return Err(fatal);
@@ -273,21 +328,24 @@ impl Router {
                     last = err.to_string();
                 }
             }
-            if let Some(primary) = self.view.as_ref().and_then(|v| v.primary.clone()) {
+            let members = self.view.as_ref().map(&pick).unwrap_or_default();
+            for member in &members {
                 let timeout = self
                     .options
                     .rpc_timeout
                     .min(deadline.saturating_duration_since(Instant::now()));
-                match self.rpc.call(&primary.addr, path, request, timeout).await {
+                match self.rpc.call(&member.addr, path, request, timeout).await {
                     Ok(reply) => match settle(reply) {
                         Ok(done) => return done,
-                        Err(reason) => last = format!("{}: {reason}", primary.addr),
+                        Err(reason) => last = format!("{}: {reason}", member.addr),
                     },
                     Err(err) if err.is_unauthorized() => {
                         return Err(ClientError::Unauthorized(err.to_string()));
                     }
-                    Err(err) => last = err.to_string(),
+                    Err(err) => last = format!("{}: {err}", member.addr),
                 }
+            }
+            if !members.is_empty() {
                 self.view = None;
             }
             if Instant::now() + self.options.retry_interval >= deadline {

@@ -12,6 +12,9 @@ pub const REQUEST: &str = "/kv/request";
 pub const FORWARD: &str = "/kv/forward";
 /// Primary → backup: a [`TransferChunk`] of the full state, answered with a [`StreamReply`].
 pub const TRANSFER: &str = "/kv/transfer";
+/// Client → any server: a read [`Op`] answered from that server's own state without asking
+/// anyone else (a stale read), with a [`Reply`] (`WrongServer` from a server holding none).
+pub const READ: &str = "/kv/read";
 /// GET a JSON status document.
 pub const STATUS: &str = "/status";
 /// Client → primary: a [`DumpRequest`] for a consistent snapshot of the data, page by page,

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::api::{KvError, Op, SCAN_BYTES, SCAN_MAX_KEYS};
 use super::server::KvServer;
-use crate::client::ClientError;
+use crate::client::{ClientError, ReadConsistency};
 use crate::net::{Gauge, Handler, HttpRequest, HttpResponse};
 use crate::Client;
 
@@ -204,7 +204,12 @@ impl Node {
                 _ => method_not_allowed("GET"),
             };
         }
+        let consistency = match consistency(&request) {
+            Ok(consistency) => consistency,
+            Err(why) => return failed(StatusCode::BAD_REQUEST, "bad_request", why),
+        };
         let mut client = self.session();
+        client.set_read_consistency(consistency);
         let response = match (route, method) {
             (Route::List, Method::GET) => list(&mut client, &request).await,
             (Route::List, _) => method_not_allowed("GET"),
@@ -239,8 +244,26 @@ impl Node {
             }
             (Route::OpenApi, _) => method_not_allowed("GET"),
         };
+        client.set_read_consistency(ReadConsistency::Linearizable);
         self.give_back(client);
         response
+    }
+}
+
+/// The `consistency` a request's query asks for: `linearizable` (the default) or `stale`
+/// (answered by the server asked, from its own state).
+fn consistency(request: &HttpRequest) -> Result<ReadConsistency, String> {
+    let asked = query(request)
+        .into_iter()
+        .rev()
+        .find_map(|(name, value)| (name == "consistency").then_some(value));
+    match asked.as_deref() {
+        None | Some(b"linearizable") => Ok(ReadConsistency::Linearizable),
+        Some(b"stale") => Ok(ReadConsistency::Stale),
+        Some(other) => Err(format!(
+            "consistency must be linearizable or stale, not {:?}",
+            String::from_utf8_lossy(other)
+        )),
     }
 }
 
@@ -262,8 +285,11 @@ async fn list(client: &mut Client, request: &HttpRequest) -> HttpResponse {
                 }
             },
             "keys_only" => values = value == b"false" || value == b"0",
+            "consistency" => {}
             other => {
-                let why = format!("unknown parameter {other:?} (prefix, after, limit, keys_only)");
+                let why = format!(
+                    "unknown parameter {other:?} (prefix, after, limit, keys_only, consistency)"
+                );
                 return failed(StatusCode::BAD_REQUEST, "bad_request", why);
             }
         }

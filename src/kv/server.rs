@@ -8,7 +8,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::api::{DumpReply, DumpRequest, DUMP, TRANSFER};
-use super::api::{Forward, KvError, Reply, Request, TransferChunk, FORWARD, REQUEST, STATUS};
+use super::api::{
+    Forward, KvError, Op, Reply, Request, TransferChunk, FORWARD, READ, REQUEST, STATUS,
+};
 use super::dumps::Dumps;
 use super::replica::{Effect, Progress, Replica, Settings, Submit};
 use super::{replication, ServerConfig, MAX_CHUNK_BYTES};
@@ -249,6 +251,16 @@ impl KvServer {
         reply
     }
 
+    /// Answer the read `op` from this server's own state (see [`Replica::read_stale`]).
+    pub fn read_stale(&self, op: &Op) -> Reply {
+        if !op.is_read() {
+            return Reply::Err(KvError::Invalid {
+                reason: "a stale read must be a read".into(),
+            });
+        }
+        self.with_replica(|r| r.read_stale(op, Instant::now()))
+    }
+
     /// Stop everything (the server is shutting down).
     pub async fn stop(&self) {
         let task = lock(&self.replication).take();
@@ -275,6 +287,10 @@ impl crate::client::LocalServer for KvServer {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + '_>> {
         Box::pin(self.execute(request))
     }
+
+    fn read_stale(&self, op: &Op) -> Reply {
+        KvServer::read_stale(self, op)
+    }
 }
 
 impl Handler for KvServer {
@@ -293,6 +309,10 @@ impl Handler for KvServer {
         match path.as_str() {
             REQUEST => match decode::<Request>(request.body()) {
                 Ok(req) => bincode_reply(&self.execute(req).await),
+                Err(err) => bad_request(err),
+            },
+            READ => match decode::<Op>(request.body()) {
+                Ok(op) => bincode_reply(&self.read_stale(&op)),
                 Err(err) => bad_request(err),
             },
             FORWARD => match decode::<Forward>(request.body()) {

@@ -16,6 +16,11 @@ pub enum Command {
     Quit,
     /// `SELECT 0` (only database 0 exists).
     Select,
+    /// `READONLY`: this connection's reads are stale reads, answered by the server it is
+    /// connected to from its own state (as a Redis Cluster replica does after `READONLY`).
+    ReadOnly,
+    /// `READWRITE`: this connection's reads are linearizable again (the default).
+    ReadWrite,
     /// `HELLO [protover] [AUTH user password] [SETNAME name]`.
     Hello {
         /// The protocol version asked for.
@@ -178,6 +183,14 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
             Command::Echo(arg(0))
         }
         b"QUIT" => Command::Quit,
+        b"READONLY" => {
+            exactly(0)?;
+            Command::ReadOnly
+        }
+        b"READWRITE" => {
+            exactly(0)?;
+            Command::ReadWrite
+        }
         b"SELECT" => {
             exactly(1)?;
             if integer(&arg(0))? != 0 {
@@ -639,6 +652,9 @@ mod tests {
         );
         assert_eq!(parsed("AUTH default pw"), Ok(Command::Auth("pw".into())));
         assert_eq!(parsed("SELECT 0"), Ok(Command::Select));
+        assert_eq!(parsed("readonly"), Ok(Command::ReadOnly));
+        assert_eq!(parsed("READWRITE"), Ok(Command::ReadWrite));
+        assert!(parsed("READONLY now").is_err());
         assert!(parsed("SELECT 1").is_err());
         assert_eq!(parsed("COMMAND COUNT"), Ok(Command::CommandCount));
         assert_eq!(parsed("COMMAND DOCS"), Ok(Command::CommandTable));

@@ -17,7 +17,7 @@ use super::command::{parse, Command, SetShape};
 use super::info::info;
 use super::scan::Glob;
 use super::Context;
-use crate::client::ClientError;
+use crate::client::{ClientError, ReadConsistency};
 use crate::kv::api::{KvError, Op, SCAN_MAX_KEYS};
 use crate::Client;
 
@@ -244,6 +244,14 @@ impl Connection {
             }
             Command::Quit => simple("OK"),
             Command::Select | Command::ClientOk => simple("OK"),
+            Command::ReadOnly => {
+                client.set_read_consistency(ReadConsistency::Stale);
+                simple("OK")
+            }
+            Command::ReadWrite => {
+                client.set_read_consistency(ReadConsistency::Linearizable);
+                simple("OK")
+            }
             Command::Auth(password) => {
                 if self.context.secret.is_none() {
                     return error(

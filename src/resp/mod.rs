@@ -27,7 +27,7 @@ use crate::Client;
 /// The Redis version viewkv reports (`INFO`, `HELLO`): the release whose commands it follows.
 pub const REDIS_VERSION: &str = "7.0.0";
 /// How many commands `COMMAND COUNT` reports.
-pub const COMMANDS: usize = 53;
+pub const COMMANDS: usize = 55;
 /// Most connections served at once; one more is closed at once.
 pub const MAX_CONNECTIONS: usize = 4096;
 
