@@ -2,13 +2,11 @@
 //! meant for the primary when — and only when — that server is the primary; a stale read goes
 //! to it first whatever its role, and on to the view's servers when it holds no state.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use viewkv::client::{LocalServer, ReadConsistency};
+use viewkv::client::{LocalServer, ReadConsistency, Submission};
 use viewkv::kv::api::{KvError, Op, Reply, Request};
 use viewkv::testkit::{self, Cluster, ClusterOptions};
 
@@ -27,9 +25,9 @@ impl LocalServer for Stub {
         &self.addr
     }
 
-    fn serve(&self, _request: Request) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>> {
+    fn submit(self: Arc<Self>, _request: Request) -> Submission {
         self.served.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Reply::Ok(Some(b"from the local server".to_vec())) })
+        Submission::Answered(Reply::Ok(Some(b"from the local server".to_vec())))
     }
 
     fn read_stale(&self, _op: &Op) -> Reply {

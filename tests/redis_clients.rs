@@ -314,6 +314,15 @@ for protocol in (2, 3):
     pipe = r.pipeline(transaction=False)
     pipe.set(key("a"), "1").incr(key("c")).get(key("a")).getdel(key("a"))
     assert pipe.execute() == [True, 1, b"1", b"1"], "pipeline"
+    # A long pipeline on one key runs in order: each INCR sees the one before it, the SETs
+    # land in order and a GET sees the last of them.
+    pipe = r.pipeline(transaction=False)
+    for i in range(100):
+        pipe.incr(key("order"))
+    for i in range(30):
+        pipe.set(key("last"), i)
+    pipe.get(key("last")).get(key("order"))
+    assert pipe.execute() == list(range(1, 101)) + [True] * 30 + [b"29", b"100"], "in order"
     def writer():
         for i in range(50):
             r.incr(key("shared"))
@@ -327,13 +336,13 @@ for protocol in (2, 3):
     r.delete(key("ttl"))
     mine = key("*")
     scanned = sorted(r.scan_iter(match=mine, count=2))
-    assert scanned == sorted(r.keys(mine)) and len(scanned) == 4, scanned
+    assert scanned == sorted(r.keys(mine)) and len(scanned) == 6, scanned
 print(r.dbsize())
 "#;
-    // On a server that is not the primary, then on the primary: 4 keys per protocol each.
+    // On a server that is not the primary, then on the primary: 6 keys per protocol each.
     let (primary, _) = up.roles();
-    assert_eq!(up.python(up.idle_port(), program).trim(), "8");
-    assert_eq!(up.python(up.resp[&primary], program).trim(), "16");
+    assert_eq!(up.python(up.idle_port(), program).trim(), "12");
+    assert_eq!(up.python(up.resp[&primary], program).trim(), "24");
 }
 
 #[test]

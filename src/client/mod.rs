@@ -17,13 +17,42 @@ mod router;
 pub use backup::{BackupError, BackupProgress, RestoreOptions, PAGE_BYTES};
 pub use dump_file::{DumpFileError, DumpHeader, DumpReader, DumpWriter, OwnedPair, MAGIC, VERSION};
 pub use router::{
-    ClientError, ClientOptions, LocalServer, ReadConsistency, Router, NO_CLUSTER_HINT,
+    ClientError, ClientOptions, LocalServer, ReadConsistency, Router, Submission, NO_CLUSTER_HINT,
     UNREACHABLE_AFTER,
 };
 
-use crate::kv::api::{Op, Request, ScanPage};
+use crate::kv::api::{KvError, Op, Reply, Request, ScanPage};
 use crate::monitor::MonitorClient;
 use crate::net::{RpcClient, Secret, Tls};
+
+/// An operation [`Client::submit`] handed over, to [`Client::finish`] on the same client.
+pub struct Pending {
+    /// The request, to send again if it must be retried.
+    request: Request,
+    /// What the local server did with it.
+    state: Submitted,
+}
+
+impl Pending {
+    /// Whether the local server took the operation in (applied it, or answered it), so the
+    /// next one may be submitted behind it without overtaking it.
+    pub fn in_flight(&self) -> bool {
+        matches!(
+            self.state,
+            Submitted::Waiting(_) | Submitted::Answered(Reply::Ok(_))
+        )
+    }
+}
+
+/// What the local server did with a submitted operation.
+enum Submitted {
+    /// Nothing yet: [`Client::finish`] sends it.
+    Unsent,
+    /// Answered at once.
+    Answered(Reply),
+    /// Applied; confirmed when this completes.
+    Waiting(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>),
+}
 
 /// A client session. Calls take `&mut self`: one operation at a time per client, which is what
 /// makes each retry recognizable as a repeat (use one client per concurrent task; they are
@@ -145,14 +174,88 @@ impl Client {
         if self.consistency == ReadConsistency::Stale && op.is_read() {
             return self.router.read_stale(&op).await;
         }
+        let request = self.next_request(op);
+        self.run(request).await
+    }
+
+    /// `op` as this session's next request.
+    fn next_request(&mut self, op: Op) -> Request {
         self.seq += 1;
         let deadline = self.router.options().deadline;
-        let mut request = Request {
+        Request {
             client: self.id,
             seq: self.seq,
             deadline_ms: crate::kv::wall_ms() + deadline.as_millis() as u64,
             op,
+        }
+    }
+
+    /// Hand `op` to the kv server of this process (see [`Client::with_local`]) now, so that
+    /// operations submitted one after another — by this client and others sharing the server
+    /// — are applied in that order, and [`Client::finish`] it later: how a connection runs a
+    /// pipeline of commands, one client per command in flight, without waiting for each
+    /// one's copies before applying the next. A client without a local server, a stale read,
+    /// or a server that refuses (it is not the primary) leaves the operation to `finish`, which
+    /// runs it as [`Client::execute`] does; [`Pending::in_flight`] says which happened, and an
+    /// operation submitted after one that is not in flight could overtake it.
+    pub fn submit(&mut self, op: Op) -> Pending {
+        let stale = self.consistency == ReadConsistency::Stale && op.is_read();
+        let request = self.next_request(op);
+        let state = match self.router.local() {
+            Some(local) if !stale => match local.clone().submit(request.clone()) {
+                Submission::Answered(reply) => Submitted::Answered(reply),
+                Submission::Waiting(confirmed) => Submitted::Waiting(confirmed),
+            },
+            _ => Submitted::Unsent,
         };
+        Pending { request, state }
+    }
+
+    /// `op` as a [`Pending`] operation left to [`Client::finish`] (not submitted): for one
+    /// that must not overtake an operation submitted before it.
+    pub fn defer(&mut self, op: Op) -> Pending {
+        let request = self.next_request(op);
+        Pending {
+            request,
+            state: Submitted::Unsent,
+        }
+    }
+
+    /// The outcome of an operation [`Client::submit`] handed over: its reply once confirmed,
+    /// with the same retries, at most once, as [`Client::execute`].
+    pub async fn finish(&mut self, pending: Pending) -> Result<Option<Vec<u8>>, ClientError> {
+        let Pending { request, state } = pending;
+        let reply = match state {
+            Submitted::Unsent
+                if self.consistency == ReadConsistency::Stale && request.op.is_read() =>
+            {
+                return self.router.read_stale(&request.op).await;
+            }
+            Submitted::Unsent => return self.run(request).await,
+            // Refused before anything was applied: a first attempt, as if never sent.
+            Submitted::Answered(Reply::Err(err)) if err.is_retryable() => {
+                return self.run(request).await;
+            }
+            Submitted::Answered(Reply::Err(KvError::SessionExpired { .. })) => {
+                return self.run(request).await;
+            }
+            Submitted::Answered(reply) => reply,
+            Submitted::Waiting(confirmed) => match confirmed.await {
+                // Applied but not confirmed: retry the same request, as after any attempt.
+                Reply::Err(err) if err.is_retryable() => {
+                    return self.router.execute_after(&request, 1).await;
+                }
+                reply => reply,
+            },
+        };
+        match reply {
+            Reply::Ok(value) => Ok(value),
+            Reply::Err(err) => Err(ClientError::Refused(err)),
+        }
+    }
+
+    /// Send `request` until it is answered, starting a new session if the service forgot ours.
+    async fn run(&mut self, mut request: Request) -> Result<Option<Vec<u8>>, ClientError> {
         match self.router.execute(&request).await {
             Err(ClientError::SessionLost) => {
                 // The service forgot us (we were idle past its session TTL, or evicted) and

@@ -105,10 +105,30 @@ pub enum ClientError {
 pub trait LocalServer: Send + Sync {
     /// The address views name it by.
     fn addr(&self) -> &str;
-    /// Serve `request` as if it had arrived over the network.
-    fn serve(&self, request: Request) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>>;
+    /// Serve `request` as if it had arrived over the network. The server takes it in (applies
+    /// it, or refuses it) before this returns, so requests submitted one after another are
+    /// applied in that order; what is left to wait for is its confirmation.
+    fn submit(self: Arc<Self>, request: Request) -> Submission;
     /// Answer the read `op` from this server's own state, as a stale read.
     fn read_stale(&self, op: &Op) -> Reply;
+}
+
+/// What became of a request handed to a [`LocalServer`].
+pub enum Submission {
+    /// Answered at once (a read served alone, or a refusal: nothing was applied).
+    Answered(Reply),
+    /// Applied; the reply once enough servers hold it.
+    Waiting(Pin<Box<dyn Future<Output = Reply> + Send>>),
+}
+
+impl Submission {
+    /// Its reply, once there is one.
+    pub async fn reply(self) -> Reply {
+        match self {
+            Submission::Answered(reply) => reply,
+            Submission::Waiting(confirmed) => confirmed.await,
+        }
+    }
 }
 
 /// Sends requests to the primary of a cached view; re-reads the view only after a failure.
@@ -187,6 +207,11 @@ impl Router {
     /// How many times the view was read from the monitors.
     pub fn view_reads(&self) -> u64 {
         self.view_reads
+    }
+
+    /// The kv server of this process, if the router was given one.
+    pub fn local(&self) -> Option<&Arc<dyn LocalServer>> {
+        self.local.as_ref()
     }
 
     /// The options in force.
@@ -373,9 +398,19 @@ impl Router {
     /// request (same client id and seq) is repeated, so the service applies it at most once.
     /// `request.deadline_ms` should be the wall-clock time `options.deadline` from now.
     pub async fn execute(&mut self, request: &Request) -> Result<Option<Vec<u8>>, ClientError> {
+        self.execute_after(request, 0).await
+    }
+
+    /// [`Router::execute`] for a request already sent `earlier` times (an earlier attempt
+    /// may have been applied, so a refusal as expired or late means the outcome is unknown).
+    pub async fn execute_after(
+        &mut self,
+        request: &Request,
+        earlier: u32,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
         let started = Instant::now();
         let deadline = started + self.options.deadline;
-        let mut attempts = 0u32;
+        let mut attempts = earlier;
         loop {
             let mut last = String::new();
             if self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
@@ -403,7 +438,7 @@ impl Router {
                     attempts += 1;
                     let reply: Result<Reply, _> = match &self.local {
                         Some(local) if local.addr() == primary.addr => {
-                            Ok(local.serve(request.clone()).await)
+                            Ok(local.clone().submit(request.clone()).reply().await)
                         }
                         _ => {
                             self.rpc

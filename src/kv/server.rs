@@ -14,6 +14,7 @@ use super::api::{
 use super::dumps::Dumps;
 use super::replica::{Effect, Progress, Replica, Settings, Submit};
 use super::{replication, ServerConfig, MAX_CHUNK_BYTES};
+use crate::client::Submission;
 use crate::monitor::api::PingReply;
 use crate::monitor::MonitorClient;
 use crate::net::{bad_request, bincode_reply, decode, json_reply, not_found, Handler};
@@ -55,6 +56,18 @@ pub fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A request applied on the primary, waiting for its copies.
+struct Waiting {
+    /// Where confirmations are published (subscribed before the request was applied).
+    progress: watch::Receiver<Progress>,
+    /// Its entry's index.
+    index: u64,
+    /// The epoch it was applied in.
+    epoch: u64,
+    /// The outcome to answer once confirmed.
+    reply: Reply,
 }
 
 impl KvServer {
@@ -158,19 +171,54 @@ impl KvServer {
 
     /// Serve a client request: apply it here, then wait until enough servers hold it.
     pub async fn execute(&self, request: Request) -> Reply {
+        match self.take(request) {
+            Ok(reply) => reply,
+            Err(waiting) => self.settle(waiting).await,
+        }
+    }
+
+    /// Apply a client request here now (or refuse it), and return what is left: its reply, or
+    /// the wait until enough servers hold it. Requests submitted one after another are applied
+    /// in that order, which is what lets a connection pipeline them.
+    pub fn submit(self: &Arc<Self>, request: Request) -> Submission {
+        match self.take(request) {
+            Ok(reply) => Submission::Answered(reply),
+            Err(waiting) => {
+                let server = self.clone();
+                Submission::Waiting(Box::pin(async move { server.settle(waiting).await }))
+            }
+        }
+    }
+
+    /// Hand `request` to the replica: its reply now, or what to wait for.
+    fn take(&self, request: Request) -> Result<Reply, Waiting> {
         let progress = self.progress.subscribe();
         let submitted = self.with_replica(|r| r.on_request(request, Instant::now(), wall_ms()));
-        let (index, epoch, reply) = match submitted {
-            Submit::Reply(reply) => return reply,
+        match submitted {
+            Submit::Reply(reply) => Ok(reply),
             Submit::Wait {
                 index,
                 epoch,
                 reply,
-            } => (index, epoch, reply),
-        };
-        self.wake_replication.notify_one();
-        match self.confirmed(progress, index, epoch).await {
-            Ok(()) => reply,
+            } => {
+                self.wake_replication.notify_one();
+                Err(Waiting {
+                    progress,
+                    index,
+                    epoch,
+                    reply,
+                })
+            }
+        }
+    }
+
+    /// The reply of an applied request once it is confirmed (or why it is not).
+    async fn settle(&self, waiting: Waiting) -> Reply {
+        match self
+            .confirmed(waiting.progress, waiting.index, waiting.epoch)
+            .await
+        {
+            Ok(()) => waiting.reply,
             Err(err) => Reply::Err(err),
         }
     }
@@ -281,11 +329,8 @@ impl crate::client::LocalServer for KvServer {
         &self.config.addr
     }
 
-    fn serve(
-        &self,
-        request: Request,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + '_>> {
-        Box::pin(self.execute(request))
+    fn submit(self: Arc<Self>, request: Request) -> Submission {
+        KvServer::submit(&self, request)
     }
 
     fn read_stale(&self, op: &Op) -> Reply {

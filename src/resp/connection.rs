@@ -1,6 +1,7 @@
-//! One Redis-protocol connection: commands are read as they come (pipelined ones too), run one
-//! after another through the connection's own client session, and answered in order; the
-//! replies to everything read at once are written at once.
+//! One Redis-protocol connection: commands are read as they come (pipelined ones too), run in
+//! order through the connection's client sessions, and answered in order; the replies to
+//! everything read at once are written at once. A run of one-operation commands read together
+//! is handed to the primary all at once (see `pipeline.rs`).
 
 use std::sync::Arc;
 
@@ -13,12 +14,13 @@ use redis_protocol::resp3::types::BytesFrame as Frame3;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::command::{parse, Command, SetShape};
+use super::command::{parse, Command, Refusal};
 use super::info::info;
+use super::pipeline::{plan, Plan, MAX_RUN};
 use super::scan::Glob;
 use super::Context;
 use crate::client::{ClientError, ReadConsistency};
-use crate::kv::api::{KvError, Op, SCAN_MAX_KEYS};
+use crate::kv::api::{KvError, SCAN_MAX_KEYS};
 use crate::Client;
 
 /// Most bytes of one command (a value up to the largest message, with room for its framing).
@@ -37,6 +39,9 @@ struct Connection {
     /// Its client session: every command runs through the client machinery, so a server that
     /// is not the primary forwards, and retries are applied at most once.
     client: Client,
+    /// More sessions, for the commands of a pipeline in flight beside the first (a session has
+    /// one request in flight at a time); made as needed, at most [`MAX_RUN`] − 1.
+    sessions: Vec<Client>,
     /// The server's context.
     context: Arc<Context>,
 }
@@ -46,16 +51,16 @@ fn error(text: impl Into<String>) -> BytesFrame {
     BytesFrame::Error(text.replace(['\r', '\n'], " ").into())
 }
 
-fn simple(text: &'static str) -> BytesFrame {
+pub(super) fn simple(text: &'static str) -> BytesFrame {
     BytesFrame::SimpleString(Bytes::from_static(text.as_bytes()))
 }
 
-fn bulk(value: Option<Vec<u8>>) -> BytesFrame {
+pub(super) fn bulk(value: Option<Vec<u8>>) -> BytesFrame {
     value.map_or(BytesFrame::Null, |v| BytesFrame::BulkString(v.into()))
 }
 
 /// A client library error as a Redis error reply.
-fn failure(err: ClientError) -> BytesFrame {
+pub(super) fn failure(err: ClientError) -> BytesFrame {
     match err {
         ClientError::Refused(KvError::Invalid { reason }) => error(format!("ERR {reason}")),
         ClientError::Refused(KvError::NoReplicas { .. }) => {
@@ -132,6 +137,45 @@ fn resp3(frame: BytesFrame, map: bool) -> Frame3 {
     }
 }
 
+/// The requests complete in `input` (taken out of it), at most [`MAX_RUN`]; a frame that
+/// cannot be read ends the batch as an error (the connection closes after answering it).
+fn read_batch(input: &mut BytesMut) -> Vec<Result<Vec<Bytes>, String>> {
+    let mut batch = Vec::new();
+    while batch.len() < MAX_RUN {
+        let args = if input.first().is_some_and(|b| *b != b'*') {
+            match inline(input) {
+                Some(args) if args.is_empty() => continue,
+                Some(args) => Ok(args),
+                None => break,
+            }
+        } else {
+            match decode_bytes_mut(input) {
+                Ok(Some((frame, _, _))) => arguments(frame),
+                Ok(None) => break,
+                Err(err) => Err(format!("ERR Protocol error: {err}")),
+            }
+        };
+        let unreadable = args.is_err();
+        batch.push(args);
+        if unreadable {
+            break;
+        }
+    }
+    batch
+}
+
+/// A reply to write.
+struct Answer {
+    /// The reply.
+    frame: BytesFrame,
+    /// Whether it answers `HELLO` (RESP3 sends that one as a map).
+    hello: bool,
+    /// Whether the connection closes after it.
+    close: bool,
+    /// The protocol version to write it in: the one in force once its command ran.
+    protocol: i64,
+}
+
 /// What became of one command.
 enum Outcome {
     /// Answer and go on.
@@ -147,43 +191,21 @@ impl Connection {
         loop {
             let mut closing = false;
             while !closing {
-                let args = if input.first().is_some_and(|b| *b != b'*') {
-                    match inline(&mut input) {
-                        Some(args) if args.is_empty() => continue,
-                        Some(args) => Ok(args),
-                        None => break,
+                let batch = read_batch(&mut input);
+                if batch.is_empty() {
+                    break;
+                }
+                for answer in self.batch(batch).await {
+                    closing |= answer.close;
+                    let encoded = if answer.protocol == 3 {
+                        extend_encode3(&mut output, &resp3(answer.frame, answer.hello), false)
+                            .map(drop)
+                    } else {
+                        extend_encode(&mut output, &answer.frame, false).map(drop)
+                    };
+                    if encoded.is_err() {
+                        return;
                     }
-                } else {
-                    match decode_bytes_mut(&mut input) {
-                        Ok(Some((frame, _, _))) => arguments(frame),
-                        Ok(None) => break,
-                        Err(err) => {
-                            closing = true;
-                            Err(format!("ERR Protocol error: {err}"))
-                        }
-                    }
-                };
-                let hello = args
-                    .as_ref()
-                    .is_ok_and(|a| a.first().is_some_and(|n| n.eq_ignore_ascii_case(b"HELLO")));
-                let outcome = match args {
-                    Ok(args) => self.command(&args).await,
-                    Err(refusal) => Outcome::Close(error(refusal)),
-                };
-                let frame = match outcome {
-                    Outcome::Reply(frame) => frame,
-                    Outcome::Close(frame) => {
-                        closing = true;
-                        frame
-                    }
-                };
-                let encoded = if self.protocol == 3 {
-                    extend_encode3(&mut output, &resp3(frame, hello), false).map(drop)
-                } else {
-                    extend_encode(&mut output, &frame, false).map(drop)
-                };
-                if encoded.is_err() {
-                    return;
                 }
             }
             if !output.is_empty() {
@@ -209,8 +231,8 @@ impl Connection {
     }
 
     /// Run one command.
-    async fn command(&mut self, args: &[Bytes]) -> Outcome {
-        let command = match parse(args) {
+    async fn command(&mut self, parsed: Result<Command, Refusal>) -> Outcome {
+        let command = match parsed {
             Ok(command) => command,
             Err(refusal) => return Outcome::Reply(error(refusal)),
         };
@@ -227,6 +249,101 @@ impl Connection {
         }
     }
 
+    /// Run the commands read at once, in order: runs of one-operation commands as pipelines,
+    /// the others one at a time. Nothing after a command that closes the connection runs.
+    async fn batch(&mut self, batch: Vec<Result<Vec<Bytes>, String>>) -> Vec<Answer> {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut run = Vec::new();
+        for args in batch {
+            let (hello, outcome) = match args {
+                Ok(args) => {
+                    let hello = args
+                        .first()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(b"HELLO"));
+                    let parsed = match parse(&args) {
+                        Ok(command) if self.authenticated => match plan(command) {
+                            Ok(one) => {
+                                run.push(one);
+                                continue;
+                            }
+                            Err(command) => Ok(command),
+                        },
+                        other => other,
+                    };
+                    self.pipeline(&mut run, &mut out).await;
+                    (hello, self.command(parsed).await)
+                }
+                Err(refusal) => {
+                    self.pipeline(&mut run, &mut out).await;
+                    (false, Outcome::Close(error(refusal)))
+                }
+            };
+            let (frame, close) = match outcome {
+                Outcome::Reply(frame) => (frame, false),
+                Outcome::Close(frame) => (frame, true),
+            };
+            out.push(self.answer(frame, hello, close));
+            if close {
+                return out;
+            }
+        }
+        self.pipeline(&mut run, &mut out).await;
+        out
+    }
+
+    /// Run one-operation commands (emptying `run`) and add their replies to `out`, in order.
+    /// Each is handed to the local server (if it is the primary) before any is waited for,
+    /// through a client session of its own — a session has one request in flight — so the
+    /// backup receives their copies together; they are applied in the order they came, and one
+    /// the server did not take in makes those after it wait their turn.
+    async fn pipeline(&mut self, run: &mut Vec<Plan>, out: &mut Vec<Answer>) {
+        if run.len() <= 1 {
+            for Plan { op, shape } in run.drain(..) {
+                let frame = shape.frame(self.client.execute(op).await);
+                out.push(self.answer(frame, false, false));
+            }
+            return;
+        }
+        let consistency = self.client.read_consistency();
+        while self.sessions.len() < run.len() - 1 {
+            self.sessions.push((self.context.new_client)());
+        }
+        let mut pending = Vec::with_capacity(run.len());
+        let mut in_order = true;
+        for (i, Plan { op, shape }) in run.drain(..).enumerate() {
+            let client = match i {
+                0 => &mut self.client,
+                i => &mut self.sessions[i - 1],
+            };
+            client.set_read_consistency(consistency);
+            let submitted = if in_order {
+                client.submit(op)
+            } else {
+                client.defer(op)
+            };
+            in_order &= submitted.in_flight();
+            pending.push((submitted, shape));
+        }
+        for (i, (submitted, shape)) in pending.into_iter().enumerate() {
+            let client = match i {
+                0 => &mut self.client,
+                i => &mut self.sessions[i - 1],
+            };
+            let frame = shape.frame(client.finish(submitted).await);
+            out.push(self.answer(frame, false, false));
+        }
+    }
+
+    /// `frame` as the answer to a command just run (in the protocol now in force).
+    fn answer(&self, frame: BytesFrame, hello: bool, close: bool) -> Answer {
+        Answer {
+            frame,
+            hello,
+            close,
+            protocol: self.protocol,
+        }
+    }
+
     /// Whether `password` is the cluster secret.
     fn proves(&self, password: &[u8]) -> bool {
         self.context
@@ -238,6 +355,21 @@ impl Connection {
     async fn run_command(&mut self, command: Command) -> BytesFrame {
         let client = &mut self.client;
         match command {
+            one @ (Command::Get(_)
+            | Command::Strlen(_)
+            | Command::Type(_)
+            | Command::Set { .. }
+            | Command::GetDel(_)
+            | Command::Append(..)
+            | Command::MSet(..)
+            | Command::IncrByFloat(..)
+            | Command::IncrBy(..)
+            | Command::PutHash(..)
+            | Command::Expire(..)
+            | Command::Ttl(..)) => match plan(one) {
+                Ok(Plan { op, shape }) => shape.frame(client.execute(op).await),
+                Err(_) => error("ERR this command is not one operation"),
+            },
             Command::Ping(None) => simple("PONG"),
             Command::Ping(Some(message)) | Command::Echo(message) => {
                 BytesFrame::BulkString(message)
@@ -326,51 +458,6 @@ impl Connection {
                 Ok(keys) => BytesFrame::Integer(keys as i64),
                 Err(err) => failure(err),
             },
-            Command::Get(key) => match client.get(&key).await {
-                Ok(value) => bulk(value),
-                Err(err) => failure(err),
-            },
-            Command::Set {
-                key,
-                value,
-                when,
-                get,
-                ttl,
-                shape,
-            } => {
-                let op = Op::Set {
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                    when,
-                    get,
-                    ttl,
-                };
-                match (client.execute(op).await, shape) {
-                    (Err(err), _) => failure(err),
-                    (Ok(previous), SetShape::GetSet) => bulk(previous),
-                    (Ok(previous), SetShape::Set) if get => bulk(previous),
-                    (Ok(Some(_)), SetShape::Set) => simple("OK"),
-                    (Ok(None), SetShape::Set) => BytesFrame::Null,
-                    (Ok(written), SetShape::SetNx) => {
-                        BytesFrame::Integer(i64::from(written.is_some()))
-                    }
-                }
-            }
-            Command::GetDel(key) => match client.delete(&key).await {
-                Ok(previous) => bulk(previous),
-                Err(err) => failure(err),
-            },
-            Command::Append(key, value) => {
-                let op = Op::AppendLen {
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                };
-                decimal(client.execute(op).await)
-            }
-            Command::Strlen(key) => match client.get(&key).await {
-                Ok(value) => BytesFrame::Integer(value.map_or(0, |v| v.len()) as i64),
-                Err(err) => failure(err),
-            },
             Command::Del(keys) => {
                 let mut removed = 0;
                 for key in keys {
@@ -400,63 +487,6 @@ impl Connection {
                     }
                 }
                 BytesFrame::Array(values)
-            }
-            Command::MSet(pairs, only_if_none_exist) => {
-                let op = Op::MSet {
-                    pairs: pairs
-                        .into_iter()
-                        .map(|(k, v)| (k.to_vec().into(), v.to_vec().into()))
-                        .collect(),
-                    only_if_none_exist,
-                };
-                match client.execute(op).await {
-                    Ok(_) if !only_if_none_exist => simple("OK"),
-                    written => decimal(written),
-                }
-            }
-            Command::IncrByFloat(key, by) => {
-                let op = Op::IncrByFloat {
-                    key: key.to_vec(),
-                    by: String::from_utf8_lossy(&by).into_owned(),
-                };
-                match client.execute(op).await {
-                    Ok(value) => bulk(value),
-                    Err(err) => failure(err),
-                }
-            }
-            Command::IncrBy(key, by) => {
-                let op = Op::IncrBy {
-                    key: key.to_vec(),
-                    by,
-                };
-                decimal(client.execute(op).await)
-            }
-            Command::Type(key) => match client.get(&key).await {
-                Ok(Some(_)) => simple("string"),
-                Ok(None) => simple("none"),
-                Err(err) => failure(err),
-            },
-            Command::PutHash(key, value) => match client.put_hash(&key, &value).await {
-                Ok(previous) => bulk(previous),
-                Err(err) => failure(err),
-            },
-            Command::Expire(key, after_ms, only) => {
-                let op = Op::Expire {
-                    key: key.to_vec(),
-                    after_ms,
-                    only,
-                };
-                decimal(client.execute(op).await)
-            }
-            Command::Ttl(key, in_ms) => {
-                let op = Op::Ttl { key: key.to_vec() };
-                match decimal(client.execute(op).await) {
-                    // Redis rounds the seconds of TTL to the nearest.
-                    BytesFrame::Integer(ms) if !in_ms && ms >= 0 => {
-                        BytesFrame::Integer(ms.saturating_add(500) / 1000)
-                    }
-                    other => other,
-                }
             }
             Command::Keys(pattern) => keys(client, &Glob::new(&pattern)).await,
             Command::Scan {
@@ -530,7 +560,7 @@ async fn keys(client: &mut Client, glob: &Glob) -> BytesFrame {
 }
 
 /// A reply carrying a decimal integer (`IncrBy`, `AppendLen`) as an integer frame.
-fn decimal(result: Result<Option<Vec<u8>>, ClientError>) -> BytesFrame {
+pub(super) fn decimal(result: Result<Option<Vec<u8>>, ClientError>) -> BytesFrame {
     match result {
         Ok(Some(text)) => match std::str::from_utf8(&text).ok().and_then(|t| t.parse().ok()) {
             Some(n) => BytesFrame::Integer(n),
@@ -550,6 +580,7 @@ pub async fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
         authenticated: context.secret.is_none(),
         protocol: 2,
         client: (context.new_client)(),
+        sessions: Vec::new(),
         context,
     };
     connection.run(stream).await;

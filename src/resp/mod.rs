@@ -8,6 +8,7 @@
 mod command;
 mod connection;
 mod info;
+mod pipeline;
 mod scan;
 
 pub use command::{parse, Command, Refusal, SetShape};
