@@ -1,5 +1,7 @@
 //! The one outbound RPC path of every node.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +16,15 @@ use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::frame::Answer;
+use super::mux::Mux;
+use super::tls::TLS_HINT;
 use super::{decode, encode, Fate, Faults, Secret, Tls, MAX_MESSAGE};
+
+/// Paths whose calls travel over persistent framed connections (`frame.rs`) rather than one
+/// HTTP request each: the kv service's (client requests, forwards, transfers, reads, dumps).
+/// Monitors and Raft keep HTTP.
+pub const FRAMED_PREFIX: &str = "/kv/";
 
 /// Why an RPC failed. Except for [`RpcError::Status`], the request may or may not have been
 /// served: callers that retry must make the retry idempotent.
@@ -79,10 +89,14 @@ pub struct RpcClient {
     me: Arc<str>,
     /// Pooled HTTP/1.1 connections, plain or TLS.
     http: Pool,
+    /// Framed connections, one per server, for the paths under [`FRAMED_PREFIX`].
+    frames: Arc<Mux>,
     /// Faults to apply to every call; `None` outside tests.
     faults: Option<Arc<Faults>>,
     /// The cluster secret every request carries, if the cluster has one.
     secret: Option<Secret>,
+    /// The TLS client config, if connections use TLS (framed ones are opened with it too).
+    tls: Option<Arc<ClientConfig>>,
 }
 
 /// A connection pool: plain HTTP, or HTTPS only (a client with TLS never falls back to clear
@@ -146,14 +160,17 @@ impl RpcClient {
         RpcClient {
             me: me.into(),
             http: Pool::new(None),
+            frames: Arc::new(Mux::new(None, Bytes::new())),
             faults,
             secret: None,
+            tls: None,
         }
     }
 
     /// The same client, proving `secret` on every request (none if `None`).
     pub fn with_secret(mut self, secret: Option<Secret>) -> RpcClient {
         self.secret = secret;
+        self.frames = self.new_mux();
         self
     }
 
@@ -161,7 +178,17 @@ impl RpcClient {
     /// reaches only TLS listeners.
     pub fn with_tls(mut self, tls: Option<&Tls>) -> RpcClient {
         self.http = Pool::new(tls);
+        self.tls = tls.map(|tls| tls.client_config().clone());
+        self.frames = self.new_mux();
         self
+    }
+
+    /// A pool of framed connections with this client's TLS and secret.
+    fn new_mux(&self) -> Arc<Mux> {
+        let hello = self.secret.as_ref().map_or_else(Bytes::new, |s| {
+            Bytes::copy_from_slice(s.header().as_bytes())
+        });
+        Arc::new(Mux::new(self.tls.clone(), hello))
     }
 
     /// This node's name.
@@ -177,47 +204,75 @@ impl RpcClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, RpcError> {
+        self.start(addr, path, &body, timeout)
+            .await
+            .map(|bytes| bytes.to_vec())
+    }
+
+    /// Start a call of `path` on `addr` now and give its reply body (on a 2xx answer) when it
+    /// comes. A call under [`FRAMED_PREFIX`] is queued on the framed connection to `addr`
+    /// before this returns, so calls started one after another are written, and served, in
+    /// that order (unless the fault table delays one).
+    pub fn start(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Send>> {
         let fate = match &self.faults {
             Some(faults) => faults.fate(&self.me, addr),
             None => Fate::Deliver {
                 delay: Duration::ZERO,
             },
         };
+        let addr = addr.to_string();
         let delay = match fate {
             Fate::DropRequest => {
-                return Err(RpcError::Unreachable {
-                    addr: addr.to_string(),
+                return Box::pin(std::future::ready(Err(RpcError::Unreachable {
+                    addr,
                     reason: "request lost (fault injection)".into(),
-                })
+                })))
             }
             Fate::Deliver { delay } | Fate::DropReply { delay } => delay,
         };
-        let exchange = async {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            self.exchange(addr, path, body).await
-        };
-        let reply = match tokio::time::timeout(timeout, exchange).await {
-            Ok(reply) => reply,
-            Err(_) => {
-                return Err(RpcError::Timeout {
-                    addr: addr.to_string(),
-                    timeout,
+        let lost = matches!(fate, Fate::DropReply { .. }).then(|| addr.clone());
+        let framed = path.starts_with(FRAMED_PREFIX);
+        let reply: Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Send>> =
+            if framed && delay.is_zero() {
+                let started = self.frames.start(&addr, path, body);
+                Box::pin(async move { framed_reply(&addr, started.answer(&addr, timeout).await) })
+            } else {
+                let (this, path, body) = (self.clone(), path.to_string(), body.to_vec());
+                Box::pin(async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay.min(timeout)).await;
+                    }
+                    let left = timeout.saturating_sub(delay);
+                    if framed {
+                        let started = this.frames.start(&addr, &path, &body);
+                        return framed_reply(&addr, started.answer(&addr, left).await);
+                    }
+                    match tokio::time::timeout(left, this.exchange(&addr, &path, body)).await {
+                        Ok(reply) => reply,
+                        Err(_) => Err(RpcError::Timeout { addr, timeout }),
+                    }
                 })
-            }
+            };
+        let Some(addr) = lost else {
+            return reply;
         };
-        if matches!(fate, Fate::DropReply { .. }) {
-            return Err(RpcError::Broken {
-                addr: addr.to_string(),
+        Box::pin(async move {
+            reply.await?;
+            Err(RpcError::Broken {
+                addr,
                 reason: "reply lost (fault injection)".into(),
-            });
-        }
-        reply
+            })
+        })
     }
 
     /// One HTTP exchange, without faults or deadline.
-    async fn exchange(&self, addr: &str, path: &str, body: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+    async fn exchange(&self, addr: &str, path: &str, body: Vec<u8>) -> Result<Bytes, RpcError> {
         let mut request = hyper::Request::post(format!("{}://{addr}{path}", self.http.scheme()))
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream");
         if let Some(secret) = &self.secret {
@@ -233,10 +288,7 @@ impl RpcClient {
         let response = self.http.request(request).await.map_err(|err| {
             let mut reason = with_causes(&err);
             if matches!(self.http, Pool::Plain(_)) && answered_garbage(&err) {
-                reason.push_str(
-                    " (a TLS listener? then give --tls-ca, and --tls-cert/--tls-key if it \
-                     requires client certificates)",
-                );
+                reason.push_str(TLS_HINT);
             }
             if err.is_connect() {
                 RpcError::Unreachable {
@@ -266,7 +318,7 @@ impl RpcClient {
                 message: String::from_utf8_lossy(&bytes).into_owned(),
             });
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     /// Send a typed request and decode the typed reply.
@@ -281,7 +333,7 @@ impl RpcClient {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let bytes = self.call_raw(addr, path, encode(request), timeout).await?;
+        let bytes = self.start(addr, path, &encode(request), timeout).await?;
         decode(&bytes).map_err(|err| RpcError::Malformed {
             addr: addr.to_string(),
             reason: err.0,
@@ -306,6 +358,19 @@ impl viewkv_raft::Transport for RpcClient {
                 other => viewkv_raft::TransportError::Failed(other.to_string()),
             })
     }
+}
+
+/// A framed call's answer as an RPC's reply: its body on 200, else the status as an error.
+fn framed_reply(addr: &str, answer: Result<Answer, RpcError>) -> Result<Bytes, RpcError> {
+    let answer = answer?;
+    if answer.status != 200 {
+        return Err(RpcError::Status {
+            addr: addr.to_string(),
+            status: answer.status,
+            message: String::from_utf8_lossy(&answer.body).into_owned(),
+        });
+    }
+    Ok(answer.body)
 }
 
 /// Whether `err` says the server answered with something that is not HTTP, which is what a

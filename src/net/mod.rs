@@ -7,7 +7,10 @@
 mod client;
 mod codec;
 mod faults;
+mod frame;
+mod framed;
 mod metrics;
+mod mux;
 mod secret;
 mod server;
 mod tls;
@@ -15,6 +18,8 @@ mod tls;
 pub use client::{RpcClient, RpcError};
 pub use codec::{decode, encode, DecodeError, MAX_MESSAGE};
 pub use faults::{Fate, Faults};
+pub use frame::{decode_answer, decode_call, encode_answer, encode_call, FrameError};
+pub use framed::{through_http, Answering, CallOutcome};
 pub use metrics::{vm_rss, Gauge};
 pub use secret::{Secret, SecretError, MIN_SECRET_BYTES};
 pub use server::{

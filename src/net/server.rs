@@ -10,12 +10,14 @@ use hyper::body::Incoming;
 use hyper::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::frame::MAGIC;
+use super::framed::{through_http, Answering};
 use super::metrics::{Gauge, HttpMetrics};
 use super::{encode, Secret, MAX_MESSAGE};
 
@@ -38,6 +40,18 @@ pub trait Handler: Send + Sync + 'static {
     /// their route instead, so a label does not grow with the keys.
     fn route(&self, path: &str) -> String {
         path.to_string()
+    }
+
+    /// Answer one call of a framed connection (`frame.rs`), which carries what a POST to
+    /// `path` would. The calls of one connection are handed over one after another in the
+    /// order they arrived: what must follow that order (applying a request) is done before
+    /// this returns, and what is left to wait for goes in the returned future. The default
+    /// runs [`Handler::handle`] in the future.
+    fn call(self: Arc<Self>, path: &str, body: Bytes) -> Answering
+    where
+        Self: Sized,
+    {
+        through_http(self, path, body)
     }
 }
 
@@ -154,15 +168,15 @@ async fn handle_one<H: Handler>(
 }
 
 /// What every connection of one listener shares.
-struct Listener {
+pub(super) struct Listener {
     /// Its limits.
-    limits: ServeLimits,
+    pub(super) limits: ServeLimits,
     /// The secret requests must prove, if any.
-    secret: Option<Secret>,
-    /// Body bytes that may still be held, as permits.
-    body_budget: Semaphore,
+    pub(super) secret: Option<Secret>,
+    /// Body bytes that may still be held, as permits (framed connections wait for theirs).
+    pub(super) body_budget: Arc<Semaphore>,
     /// What `/metrics` reports of its requests.
-    metrics: HttpMetrics,
+    pub(super) metrics: HttpMetrics,
 }
 
 /// Check the secret (every path but `/status`, which stays open for health checks), read the
@@ -230,8 +244,92 @@ async fn admit_and_handle<H: Handler>(
     }
 }
 
-/// Serve the requests of one connection (plain or TLS) with `handler`.
-async fn serve_connection<H: Handler, I>(io: I, handler: Arc<H>, shared: Arc<Listener>)
+/// Serve one connection (plain or TLS) with `handler`: framed if it starts with the framed
+/// preamble, else HTTP/1.1. Its first bytes must come within the header timeout.
+async fn serve_connection<H: Handler, I>(mut io: I, handler: Arc<H>, shared: Arc<Listener>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut first = [0u8; 1];
+    let timeout = shared.limits.header_timeout;
+    match tokio::time::timeout(timeout, io.read_exact(&mut first)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) | Err(_) => return,
+    }
+    if first[0] != MAGIC[0] {
+        let io = Prefixed {
+            first: Some(first[0]),
+            inner: io,
+        };
+        return serve_http(io, handler, shared).await;
+    }
+    let mut rest = [0u8; 3];
+    match tokio::time::timeout(timeout, io.read_exact(&mut rest)).await {
+        Ok(Ok(_)) if rest == MAGIC[1..] => super::framed::serve(io, handler, shared).await,
+        _ => tracing::debug!("closing a connection that is neither HTTP nor framed"),
+    }
+}
+
+/// A connection whose first byte was read to tell its protocol, reading it again first.
+struct Prefixed<I> {
+    /// The byte read ahead, until it is read again.
+    first: Option<u8>,
+    /// The connection.
+    inner: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(byte) = self.first.take() {
+            buf.put_slice(&[byte]);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Serve the HTTP/1.1 requests of one connection with `handler`.
+async fn serve_http<H: Handler, I>(io: I, handler: Arc<H>, shared: Arc<Listener>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -269,7 +367,9 @@ pub async fn serve<H: Handler>(
     let shared = Arc::new(Listener {
         limits,
         secret,
-        body_budget: Semaphore::new(limits.max_body_bytes.min(Semaphore::MAX_PERMITS)),
+        body_budget: Arc::new(Semaphore::new(
+            limits.max_body_bytes.min(Semaphore::MAX_PERMITS),
+        )),
         metrics: HttpMetrics::default(),
     });
     tokio::pin!(shutdown);

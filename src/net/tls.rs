@@ -16,6 +16,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+/// What a plain client adds to an error when a server answered something it cannot read, as
+/// a TLS listener's alert looks to it.
+pub const TLS_HINT: &str = " (a TLS listener? then give --tls-ca, and --tls-cert/--tls-key if \
+     it requires client certificates)";
+
 /// Where the PEM files are; each is optional, but a certificate needs its key and vice versa.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsFiles {

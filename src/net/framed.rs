@@ -1,0 +1,233 @@
+//! The server side of a framed connection (see `frame.rs`): after the preamble and a hello
+//! that proves the secret, calls are read as they come and handed to the [`Handler`] in
+//! arrival order; their answers are written as they become ready, whatever arrived at once
+//! written at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::frame::{decode_call, encode_answer, Call, HELLO, MAX_FRAME};
+use super::server::{Handler, Listener};
+use super::MAX_MESSAGE;
+
+/// Most calls of one connection being served at once; the next waits for an answer.
+pub const MAX_IN_FLIGHT: usize = 4096;
+/// Most bytes of the hello frame (it carries one header value).
+const MAX_HELLO: usize = 4096;
+/// The read buffer's starting size: room for many small calls per read.
+const READ_BUFFER: usize = 64 << 10;
+
+/// A call's outcome: the HTTP status it would have had, and its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallOutcome {
+    /// The status (200 for a reply).
+    pub status: u16,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl CallOutcome {
+    /// A 200 answer with `body`.
+    pub fn ok(body: Vec<u8>) -> CallOutcome {
+        CallOutcome {
+            status: 200,
+            body: body.into(),
+        }
+    }
+
+    /// What an HTTP response says, as a call's outcome.
+    pub async fn of(response: super::HttpResponse) -> CallOutcome {
+        let status = response.status().as_u16();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|collected| collected.to_bytes())
+            .unwrap_or_default();
+        CallOutcome { status, body }
+    }
+}
+
+/// The part of a call left to wait for once the handler has taken it in.
+pub type Answering = Pin<Box<dyn Future<Output = CallOutcome> + Send>>;
+
+/// A framed call answered as `handler` answers a POST of `body` to `path` over HTTP (what
+/// [`Handler::call`] does unless a handler has a faster way).
+pub fn through_http<H: Handler>(handler: Arc<H>, path: &str, body: Bytes) -> Answering {
+    let request = hyper::Request::post(path).body(body);
+    Box::pin(async move {
+        match request {
+            Ok(request) => CallOutcome::of(handler.handle(request).await).await,
+            Err(err) => CallOutcome::of(super::bad_request(format!("bad path: {err}"))).await,
+        }
+    })
+}
+
+/// One call being answered, with what it holds until then.
+type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// A call answered.
+struct Done {
+    /// Its id.
+    id: u64,
+    /// Its path, for `/metrics`.
+    path: String,
+    /// When it was read.
+    started: Instant,
+    /// The answer.
+    outcome: CallOutcome,
+    /// Its place among the connection's calls in flight, and its bytes of the listener's body
+    /// budget, given back once the answer is written.
+    _held: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
+}
+
+/// How a read of the next call ended.
+enum Read {
+    /// A whole call, holding its body bytes of the budget.
+    Call(Call, Option<OwnedSemaphorePermit>),
+    /// The peer closed the connection, or broke the format (logged).
+    End,
+}
+
+/// Read the next call from `reader`, taking its bytes from `budget` (if given) before the
+/// body is read, so a peer cannot make the node hold more body bytes than the listener allows.
+async fn read_call<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    input: &mut BytesMut,
+    budget: Option<&Arc<Semaphore>>,
+) -> Read {
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    loop {
+        match decode_call(input) {
+            Ok(Some(call)) => return Read::Call(call, held),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!("closing a framed connection: {err}");
+                return Read::End;
+            }
+        }
+        if let (Some(budget), None, Some(prefix)) = (budget, &held, input.get(..4)) {
+            let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+            let wanted = len.clamp(1, MAX_FRAME as u32);
+            match budget.clone().acquire_many_owned(wanted).await {
+                Ok(permit) => held = Some(permit),
+                Err(_) => return Read::End,
+            }
+        }
+        match reader.read_buf(input).await {
+            Ok(0) | Err(_) => return Read::End,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Serve a framed connection whose preamble has been read: the hello first (within the
+/// header timeout, answered 401 and closed without the secret), then calls until the peer
+/// closes or stays idle for the header timeout; answers still being waited for are written
+/// before the connection closes.
+pub(super) async fn serve<H: Handler, I>(io: I, handler: Arc<H>, shared: Arc<Listener>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let idle = shared.limits.header_timeout;
+    let (mut reader, mut writer) = tokio::io::split(io);
+    let mut input = BytesMut::with_capacity(READ_BUFFER);
+    let mut output = BytesMut::new();
+    let hello = tokio::time::timeout(idle, read_call(&mut reader, &mut input, None)).await;
+    let hello = match hello {
+        Ok(Read::Call(call, _)) if call.path == HELLO && call.body.len() <= MAX_HELLO => call,
+        _ => return,
+    };
+    let admitted = shared
+        .secret
+        .as_ref()
+        .is_none_or(|secret| secret.admits(Some(&hello.body)));
+    if admitted {
+        encode_answer(&mut output, hello.id, 200, b"");
+    } else {
+        let refusal = b"missing or wrong cluster secret (give the cluster's --secret-file)";
+        encode_answer(&mut output, hello.id, 401, refusal);
+    }
+    if writer.write_all(&output).await.is_err() || !admitted {
+        return;
+    }
+    output.clear();
+
+    let (handed, mut answering) = mpsc::unbounded_channel::<InFlight>();
+    let places = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let budget = shared.body_budget.clone();
+    let labels = handler.clone();
+    let reading = async move {
+        loop {
+            let read = read_call(&mut reader, &mut input, Some(&budget));
+            let (call, bytes) = match tokio::time::timeout(idle, read).await {
+                Ok(Read::Call(call, bytes)) => (call, bytes),
+                Ok(Read::End) | Err(_) => return,
+            };
+            let Ok(place) = places.clone().acquire_owned().await else {
+                return;
+            };
+            let started = Instant::now();
+            let Call { id, path, body } = call;
+            let answer = if body.len() > MAX_MESSAGE {
+                let refusal = format!("request body over {MAX_MESSAGE} bytes");
+                let outcome = CallOutcome {
+                    status: 413,
+                    body: refusal.into(),
+                };
+                Box::pin(std::future::ready(outcome))
+            } else {
+                handler.clone().call(&path, body)
+            };
+            let in_flight: InFlight = Box::pin(async move {
+                Done {
+                    id,
+                    path,
+                    started,
+                    outcome: answer.await,
+                    _held: (place, bytes),
+                }
+            });
+            if handed.send(in_flight).is_err() {
+                return;
+            }
+        }
+    };
+    let writing = async move {
+        let mut pending = FuturesUnordered::new();
+        let mut open = true;
+        while open || !pending.is_empty() {
+            tokio::select! {
+                next = answering.recv(), if open => match next {
+                    Some(call) => pending.push(call),
+                    None => open = false,
+                },
+                Some(done) = pending.next() => {
+                    let mut done = Some(done);
+                    // Write every answer that is ready now in one go, the calls handed over
+                    // meanwhile included (most are answered at once).
+                    while let Some(Done { id, path, started, outcome, _held }) = done.take() {
+                        encode_answer(&mut output, id, outcome.status, &outcome.body);
+                        let (status, took) = (outcome.status, started.elapsed());
+                        shared.metrics.record(&labels.route(&path), status != 404, status, took);
+                        while let Ok(call) = answering.try_recv() {
+                            pending.push(call);
+                        }
+                        done = pending.next().now_or_never().flatten();
+                    }
+                    if writer.write_all(&output).await.is_err() {
+                        return;
+                    }
+                    output.clear();
+                }
+            }
+        }
+    };
+    tokio::join!(reading, writing);
+}

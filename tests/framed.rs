@@ -1,0 +1,156 @@
+//! The framed connections the kv service's RPCs travel on: many calls in flight on one
+//! connection, taken in by the server in the order they were started and answered in any order;
+//! the secret checked once per connection; a server that hangs costs one timeout, after which
+//! the next call opens a new connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use viewkv::net::{
+    bad_request, serve, Answering, CallOutcome, Handler, HttpRequest, HttpResponse, RpcClient,
+    RpcError, Secret, ServeLimits,
+};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Takes calls in, noting their order, and answers each after as many ms as its body says.
+#[derive(Default)]
+struct Delayed {
+    /// The bodies in the order calls were taken in.
+    taken: Mutex<Vec<u8>>,
+}
+
+impl Handler for Delayed {
+    async fn handle(&self, _request: HttpRequest) -> HttpResponse {
+        bad_request("only framed calls here")
+    }
+
+    fn call(self: Arc<Self>, _path: &str, body: Bytes) -> Answering {
+        let byte = body.first().copied().unwrap_or(0);
+        self.taken
+            .lock()
+            .expect("the order of calls taken in")
+            .push(byte);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(u64::from(byte))).await;
+            CallOutcome::ok(vec![byte; 3])
+        })
+    }
+}
+
+/// Serve `handler` on a fresh port, with `secret` if given.
+async fn listen<H: Handler>(handler: Arc<H>, secret: Option<Secret>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let addr = listener.local_addr().expect("its address").to_string();
+    tokio::spawn(serve(
+        listener,
+        handler,
+        std::future::pending(),
+        ServeLimits::default(),
+        secret,
+        None,
+    ));
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_taken_in_the_order_started_and_answered_as_they_finish() {
+    let handler = Arc::new(Delayed::default());
+    let addr = listen(handler.clone(), None).await;
+    let rpc = RpcClient::new("framed-test", None);
+    // Started 0..40 in order; the first ones take longest, so answers come back reversed.
+    let calls: Vec<_> = (0..40u8)
+        .map(|i| rpc.start(&addr, "/kv/test", &[80 - 2 * i], DEADLINE))
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let body = call.await.expect("an answer");
+        assert_eq!(&body[..], &[80 - 2 * i as u8; 3], "call {i} got another's answer");
+    }
+    let taken = handler.taken.lock().expect("the order").clone();
+    assert_eq!(taken, (0..40u8).map(|i| 80 - 2 * i).collect::<Vec<_>>());
+    // The clones of a client share its connection: still in order.
+    let clone = rpc.clone();
+    let a = rpc.start(&addr, "/kv/test", &[1], DEADLINE);
+    let b = clone.start(&addr, "/kv/test", &[2], DEADLINE);
+    assert!(a.await.is_ok() && b.await.is_ok());
+    let taken = handler.taken.lock().expect("the order").clone();
+    assert_eq!(&taken[40..], &[1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_the_secret_is_refused_before_any_call_is_taken() {
+    let handler = Arc::new(Delayed::default());
+    let secret = Secret::generate();
+    let addr = listen(handler.clone(), Some(secret.clone())).await;
+    let without = RpcClient::new("no-secret", None);
+    let wrong = RpcClient::new("wrong", None).with_secret(Some(Secret::generate()));
+    for rpc in [&without, &wrong] {
+        let reply = rpc.start(&addr, "/kv/test", &[1], DEADLINE).await;
+        assert!(
+            reply.as_ref().is_err_and(RpcError::is_unauthorized),
+            "{reply:?}"
+        );
+    }
+    assert!(handler.taken.lock().expect("calls").is_empty());
+    let with = RpcClient::new("owner", None).with_secret(Some(secret));
+    let reply = with.start(&addr, "/kv/test", &[1], DEADLINE).await;
+    assert_eq!(reply.expect("admitted"), Bytes::from_static(&[1, 1, 1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_hangs_costs_a_timeout_then_a_new_connection_is_opened() {
+    // Accepts connections and reads nothing: a stopped process looks like this.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let addr = listener.local_addr().expect("its address").to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let rpc = RpcClient::new("patient", None);
+    let timeout = Duration::from_millis(300);
+    for attempt in 1..=2 {
+        let reply = rpc.start(&addr, "/kv/test", &[1], timeout).await;
+        assert!(
+            matches!(
+                reply,
+                Err(RpcError::Timeout { .. } | RpcError::Unreachable { .. })
+            ),
+            "attempt {attempt}: {reply:?}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "each timed-out call left its hung connection behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framed_calls_are_counted_in_metrics_by_path() {
+    let handler = Arc::new(Delayed::default());
+    let addr = listen(handler, None).await;
+    let rpc = RpcClient::new("counted", None);
+    for _ in 0..3 {
+        rpc.start(&addr, "/kv/counted", &[0], DEADLINE)
+            .await
+            .expect("an answer");
+    }
+    let text = rpc
+        .call_raw(&addr, "/metrics", Vec::new(), DEADLINE)
+        .await
+        .expect("metrics");
+    let text = String::from_utf8_lossy(&text);
+    let line = text
+        .lines()
+        .find(|l| l.contains("path=\"/kv/counted\"") && l.contains("_total"))
+        .unwrap_or_else(|| panic!("no count for the framed path in {text}"));
+    assert!(line.ends_with(" 3"), "{line}");
+}
