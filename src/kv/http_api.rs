@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::api::{KvError, Op, SCAN_BYTES, SCAN_MAX_KEYS};
 use super::server::KvServer;
 use crate::client::{ClientError, ReadConsistency};
-use crate::net::{Gauge, Handler, HttpRequest, HttpResponse};
+use crate::net::{through_http, Answering, Gauge, Handler, HttpRequest, HttpResponse};
 use crate::Client;
 
 /// Where the keys are.
@@ -327,6 +327,13 @@ async fn list(client: &mut Client, request: &HttpRequest) -> HttpResponse {
 }
 
 impl Handler for Node {
+    fn call(self: Arc<Self>, path: &str, body: Bytes) -> Answering {
+        if path.starts_with("/v1/") {
+            return through_http(self, path, body);
+        }
+        KvServer::call(&self.server, path, body)
+    }
+
     fn gauges(&self) -> Vec<Gauge> {
         self.server.gauges()
     }

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -17,7 +18,8 @@ use super::{replication, ServerConfig, MAX_CHUNK_BYTES};
 use crate::client::Submission;
 use crate::monitor::api::PingReply;
 use crate::monitor::MonitorClient;
-use crate::net::{bad_request, bincode_reply, decode, json_reply, not_found, Handler};
+use crate::net::{bad_request, bincode_reply, decode, encode, json_reply, not_found, Handler};
+use crate::net::{through_http, Answering, CallOutcome, DecodeError};
 use crate::net::{Gauge, HttpRequest, HttpResponse, RpcClient};
 use crate::view::Member;
 
@@ -338,7 +340,50 @@ impl crate::client::LocalServer for KvServer {
     }
 }
 
+impl KvServer {
+    /// A framed call (see [`Handler::call`]): a client request is applied (or refused) before
+    /// this returns, so the requests of one connection are applied in the order they came; a
+    /// forward or transfer chunk is applied at once.
+    pub fn call(self: &Arc<Self>, path: &str, body: Bytes) -> Answering {
+        let now =
+            |reply: Vec<u8>| -> Answering { Box::pin(std::future::ready(CallOutcome::ok(reply))) };
+        match path {
+            REQUEST => match decode::<Request>(&body) {
+                Ok(request) => match self.submit(request) {
+                    Submission::Answered(reply) => now(encode(&reply)),
+                    Submission::Waiting(confirmed) => {
+                        Box::pin(async move { CallOutcome::ok(encode(&confirmed.await)) })
+                    }
+                },
+                Err(err) => refused(err),
+            },
+            READ => match decode::<Op>(&body) {
+                Ok(op) => now(encode(&self.read_stale(&op))),
+                Err(err) => refused(err),
+            },
+            FORWARD => match decode::<Forward>(&body) {
+                Ok(forward) => now(encode(&self.on_forward(forward))),
+                Err(err) => refused(err),
+            },
+            TRANSFER => match decode::<TransferChunk>(&body) {
+                Ok(chunk) => now(encode(&self.on_transfer(chunk))),
+                Err(err) => refused(err),
+            },
+            _ => through_http(self.clone(), path, body),
+        }
+    }
+}
+
+/// A call whose body does not decode: 400 with the decoder's complaint.
+fn refused(err: DecodeError) -> Answering {
+    Box::pin(CallOutcome::of(bad_request(err)))
+}
+
 impl Handler for KvServer {
+    fn call(self: Arc<Self>, path: &str, body: Bytes) -> Answering {
+        KvServer::call(&self, path, body)
+    }
+
     fn gauges(&self) -> Vec<Gauge> {
         let mut gauges = self.with_replica(|r| r.gauges());
         gauges.push(Gauge::new(
