@@ -3,13 +3,20 @@
 //! while the previous batch was in flight. It only carries messages: every decision is the
 //! replica's.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::api::{Forward, StreamReply, FORWARD, TRANSFER};
 use super::replica::{NextStep, Stop};
 use super::server::KvServer;
+use crate::net::{decode, encode, RpcError};
 use crate::view::View;
+
+/// Most forwards in flight to the backup at once.
+const WINDOW: usize = 8;
 
 /// How a message to the backup went.
 enum Sent {
@@ -30,49 +37,94 @@ pub async fn run(server: Arc<KvServer>, view: View) {
     let mut backoff = Backoff::new(server.config.timings.ping_interval);
     let result: Result<(), Stop> = async {
         loop {
-            let Some(mut applied) = transfer(&server, &view, &backup.addr, &mut backoff).await?
-            else {
+            let Some(applied) = transfer(&server, &view, &backup.addr, &mut backoff).await? else {
                 return Ok(());
             };
             let effects = server.with_replica(|r| r.transfer_installed(view.num, applied))?;
             server.run_effects(effects);
             backoff.reset();
-            loop {
-                let notified = server.wake_replication.notified();
-                let batch = server.with_replica(|r| r.next_batch(view.num, applied))?;
-                if batch.is_empty() {
-                    notified.await;
-                    continue;
-                }
-                server.with_replica(|r| r.sending(view.num, Instant::now()))?;
-                let forward = Forward {
-                    view: view.num,
-                    primary: server.me(),
-                    entries: batch,
-                };
-                match send(&server, &backup.addr, FORWARD, &forward).await {
-                    Sent::Applied(now) => {
-                        match server.with_replica(|r| r.backup_applied(view.num, now))? {
-                            NextStep::Stream => applied = applied.max(now),
-                            NextStep::Transfer => break,
-                        }
-                        backoff.reset();
-                    }
-                    Sent::Failed => {
-                        server.with_replica(|r| r.replication_failed(view.num, Instant::now()))?;
-                        backoff.wait().await;
-                    }
-                    Sent::Refused(reason) => {
-                        server.with_replica(|r| r.backup_refused(view.num, &reason))?;
-                        return Ok(());
-                    }
-                }
+            if stream(&server, &view, &backup.addr, applied, &mut backoff).await? {
+                return Ok(());
             }
         }
     }
     .await;
     if let Err(Stop::ViewChanged) = result {
         tracing::debug!("replication of view {} ends: the view changed", view.num);
+    }
+}
+
+/// A forward on its way: the last index it carries, and how it went.
+type InFlight = (u64, Pin<Box<dyn Future<Output = Sent> + Send>>);
+
+/// Stream the entries after `applied` (what the backup installed) to the backup at `addr`, up
+/// to [`WINDOW`] batches in flight on the connection, each batching whatever accumulated
+/// meanwhile: `Ok(false)` when it must get the whole state again, `Ok(true)` when it refused
+/// us.
+async fn stream(
+    server: &Arc<KvServer>,
+    view: &View,
+    addr: &str,
+    mut applied: u64,
+    backoff: &mut Backoff,
+) -> Result<bool, Stop> {
+    let mut sent = applied;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    loop {
+        let notified = server.wake_replication.notified();
+        while in_flight.len() < WINDOW {
+            let batch = server.with_replica(|r| r.next_batch(view.num, sent))?;
+            let Some(last) = batch.last().map(|e| e.index) else {
+                break;
+            };
+            server.with_replica(|r| r.sending(view.num, Instant::now()))?;
+            let forward = Forward {
+                view: view.num,
+                primary: server.me(),
+                entries: batch,
+            };
+            in_flight.push_back((last, start(server, addr, FORWARD, &forward)));
+            sent = last;
+        }
+        let room = in_flight.len() < WINDOW;
+        let Some((last, reply)) = in_flight.front_mut() else {
+            notified.await;
+            continue;
+        };
+        let last = *last;
+        let outcome = tokio::select! {
+            outcome = reply => outcome,
+            () = notified, if room => continue,
+        };
+        in_flight.pop_front();
+        match outcome {
+            Sent::Applied(now) => {
+                if server.with_replica(|r| r.backup_applied(view.num, now))? == NextStep::Transfer {
+                    return Ok(false);
+                }
+                applied = applied.max(now);
+                if now < last {
+                    // The backup stopped at a gap (an earlier batch was lost): send again
+                    // from what it holds; it skips what it has.
+                    in_flight.clear();
+                    sent = applied;
+                } else if !in_flight.is_empty() {
+                    // Still waiting on the backup: that counts as stalled until it answers.
+                    server.with_replica(|r| r.sending(view.num, Instant::now()))?;
+                }
+                backoff.reset();
+            }
+            Sent::Failed => {
+                server.with_replica(|r| r.replication_failed(view.num, Instant::now()))?;
+                in_flight.clear();
+                sent = applied;
+                backoff.wait().await;
+            }
+            Sent::Refused(reason) => {
+                server.with_replica(|r| r.backup_refused(view.num, &reason))?;
+                return Ok(true);
+            }
+        }
     }
 }
 
@@ -98,7 +150,7 @@ async fn transfer(
         let mut complete = true;
         while let Some(chunk) = snapshot.next_chunk() {
             server.with_replica(|r| r.sending(view.num, Instant::now()))?;
-            match send(server, addr, TRANSFER, &chunk).await {
+            match start(server, addr, TRANSFER, &chunk).await {
                 Sent::Applied(_) => server.with_replica(|r| r.chunk_accepted(view.num))?,
                 Sent::Failed => {
                     server.with_replica(|r| r.replication_failed(view.num, Instant::now()))?;
@@ -124,21 +176,39 @@ async fn transfer(
     }
 }
 
-/// One RPC to the backup.
-async fn send<T: serde::Serialize>(server: &KvServer, addr: &str, path: &str, message: &T) -> Sent {
-    let reply = server
+/// One RPC to the backup, queued on its connection now: how it went, once it did.
+fn start<T: serde::Serialize>(
+    server: &KvServer,
+    addr: &str,
+    path: &str,
+    message: &T,
+) -> Pin<Box<dyn Future<Output = Sent> + Send>> {
+    let call = server
         .rpc
-        .call::<T, StreamReply>(addr, path, message, server.config.rpc_timeout)
-        .await;
+        .start(addr, path, &encode(message), server.config.rpc_timeout);
+    let (id, path) = (server.config.id.clone(), path.to_string());
+    Box::pin(async move {
+        let reply = call.await.and_then(|bytes| {
+            decode::<StreamReply>(&bytes).map_err(|err| RpcError::Malformed {
+                addr: String::new(),
+                reason: err.0,
+            })
+        });
+        sent(&id, &path, reply)
+    })
+}
+
+/// What the backup's answer to one RPC means.
+fn sent(id: &str, path: &str, reply: Result<StreamReply, RpcError>) -> Sent {
     match reply {
         Ok(StreamReply::Applied { applied }) => Sent::Applied(applied),
         Ok(StreamReply::Retry { reason }) => {
-            tracing::debug!("{}: the backup asks to retry: {reason}", server.config.id);
+            tracing::debug!("{id}: the backup asks to retry: {reason}");
             Sent::Failed
         }
         Ok(StreamReply::Refused { reason }) => Sent::Refused(reason),
         Err(err) => {
-            tracing::debug!("{}: {path} to the backup failed: {err}", server.config.id);
+            tracing::debug!("{id}: {path} to the backup failed: {err}");
             Sent::Failed
         }
     }

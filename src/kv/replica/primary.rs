@@ -244,15 +244,13 @@ impl Replica {
         Ok(vec![Effect::PingNow])
     }
 
-    /// Entries after `applied` for the backup, up to the batch limits.
-    pub fn next_batch(&mut self, view: u64, applied: u64) -> Result<Vec<Entry>, Stop> {
+    /// Entries after `sent` for the backup, up to the batch limits.
+    pub fn next_batch(&mut self, view: u64, sent: u64) -> Result<Vec<Entry>, Stop> {
         let p = self.primary_of(view)?;
-        while p.unconfirmed.front().is_some_and(|e| e.index <= applied) {
-            p.unconfirmed.pop_front();
-        }
+        let first = p.unconfirmed.partition_point(|e| e.index <= sent);
         let mut bytes = 0;
         let mut batch = Vec::new();
-        for entry in &p.unconfirmed {
+        for entry in p.unconfirmed.range(first..) {
             let size = entry.request.op.bytes();
             if !batch.is_empty()
                 && (batch.len() >= MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES)
@@ -280,6 +278,9 @@ impl Replica {
             return Ok(NextStep::Transfer);
         }
         p.backup_applied = applied;
+        while p.unconfirmed.front().is_some_and(|e| e.index <= applied) {
+            p.unconfirmed.pop_front();
+        }
         self.progress.confirmed = self.progress.confirmed.max(applied);
         Ok(NextStep::Stream)
     }

@@ -234,6 +234,41 @@ fn entries_stream_in_order_and_the_backup_never_goes_back() {
 }
 
 #[test]
+fn batches_in_flight_stay_until_confirmed_and_one_lost_is_sent_again() {
+    let mut pair = Pair::new(2);
+    pair.transfer();
+    let num = pair.view.num;
+    let forward = |pair: &Pair, entries| Forward {
+        view: num,
+        primary: pair.p.me().clone(),
+        entries,
+    };
+    for seq in 1..=2 {
+        pair.write(put(1, seq, "k", &seq.to_string()));
+    }
+    let first = pair.p.next_batch(num, 0).expect("primary");
+    assert_eq!(first.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2]);
+    pair.write(put(1, 3, "k", "3"));
+    // The next batch, sent while the first is in flight, holds only what came since.
+    let second = pair.p.next_batch(num, 2).expect("primary");
+    assert_eq!(second.iter().map(|e| e.index).collect::<Vec<_>>(), [3]);
+    // The first is lost; the second reaches a gap and the backup says what it holds.
+    let (reply, _) = pair.b.on_forward(forward(&pair, second));
+    assert_eq!(reply, StreamReply::Applied { applied: 0 });
+    pair.p.backup_applied(num, 0).expect("primary");
+    assert_eq!(pair.p.progress().confirmed, 0, "nothing is confirmed yet");
+    // Sent again from what the backup holds: everything is still there, in order.
+    let again = pair.p.next_batch(num, 0).expect("primary");
+    assert_eq!(again.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2, 3]);
+    let (reply, _) = pair.b.on_forward(forward(&pair, again));
+    assert_eq!(reply, StreamReply::Applied { applied: 3 });
+    pair.p.backup_applied(num, 3).expect("primary");
+    assert_eq!(pair.p.progress().confirmed, 3);
+    assert!(pair.p.next_batch(num, 0).expect("primary").is_empty());
+    assert_eq!(pair.b.store().data().get(b"k"), Some(&b"3"[..]));
+}
+
+#[test]
 fn a_backup_refuses_senders_not_of_its_view() {
     let mut pair = Pair::new(2);
     pair.transfer();
