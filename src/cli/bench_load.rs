@@ -19,9 +19,10 @@ use redis_protocol::resp2::encode::extend_encode;
 use redis_protocol::resp2::types::BytesFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use viewkv::kv::api::{Reply, Request, REQUEST};
-use viewkv::net::{bad_request, bincode_reply, decode, Handler, HttpRequest, HttpResponse};
-use viewkv::net::{RpcClient, ServeLimits};
+use viewkv::kv::api::{Op, Reply, Request, REQUEST};
+use viewkv::net::{bad_request, bincode_reply, decode, encode, Handler, HttpRequest, HttpResponse};
+use viewkv::net::{through_http, Answering, CallOutcome, RpcClient, ServeLimits};
+use viewkv::Client;
 
 use super::kv::client;
 use super::{parse_duration, MonitorsArg};
@@ -50,8 +51,8 @@ pub struct Args {
     /// Share of operations that are writes, from 0 to 1.
     #[arg(long, default_value_t = 0.5)]
     write_ratio: f64,
-    /// Operations each client sends before waiting for their replies (Redis only: the native
-    /// client has no pipelined path yet).
+    /// Operations each client sends before waiting for their replies (natively: that many
+    /// sessions of one client, their operations submitted in order on the shared connection).
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
     /// Load an in-process server that only echoes, through the same RPC stack.
@@ -69,10 +70,12 @@ pub struct Args {
 /// What the load is sent to.
 #[derive(Clone)]
 enum Target {
-    /// The cluster, through the client library.
-    Cluster(MonitorsArg),
-    /// An echo server at this address, through the RPC client.
-    Echo(String, RpcClient),
+    /// The cluster, through the client library: each load client a clone of this one, so
+    /// all share its connections.
+    Cluster(Box<Client>),
+    /// An echo server at this address, through the RPC client (its clones share one
+    /// connection, as the clones of a client do).
+    Echo(String, Box<RpcClient>),
     /// A Redis server, with the password to AUTH with.
     Redis(String, Option<String>),
 }
@@ -90,7 +93,8 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("a histogram")
 }
 
-/// An echo server: answers every request at once, as a primary with nothing to do would.
+/// An echo server: answers every request at once, as a primary with nothing to do would,
+/// decoding the request and encoding the reply as the kv server does.
 struct Echo;
 
 impl Handler for Echo {
@@ -100,6 +104,20 @@ impl Handler for Echo {
             Err(err) => bad_request(err),
         }
     }
+
+    fn call(self: Arc<Self>, path: &str, body: Bytes) -> Answering {
+        if path != REQUEST {
+            return through_http(self, path, body);
+        }
+        let outcome = match decode::<Request>(&body) {
+            Ok(_) => CallOutcome::ok(encode(&Reply::Ok(None))),
+            Err(err) => CallOutcome {
+                status: 400,
+                body: err.to_string().into(),
+            },
+        };
+        Box::pin(std::future::ready(outcome))
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -108,9 +126,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if !(0.0..=1.0).contains(&args.write_ratio) {
         bail!("--write-ratio must be between 0 and 1");
-    }
-    if args.pipeline > 1 && args.against_redis.is_none() {
-        bail!("--pipeline is for --against-redis: the native client has no pipelined path yet");
     }
     let target = if args.echo {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -124,12 +139,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             None,
             None,
         ));
-        Target::Echo(addr, RpcClient::new("viewkv-bench", None))
+        Target::Echo(addr, Box::new(RpcClient::new("viewkv-bench", None)))
     } else if let Some(addr) = &args.against_redis {
         let password = args.monitors.secret()?.map(|s| s.expose().to_string());
         Target::Redis(addr.clone(), password)
     } else {
-        Target::Cluster(args.monitors.clone())
+        Target::Cluster(Box::new(client(&args.monitors, None)?))
     };
     let done = Arc::new(AtomicU64::new(0));
     let progress = progress_bar(args.duration, args.json);
@@ -237,9 +252,9 @@ async fn one_client(
         Target::Redis(addr, password) => Some(Redis::connect(addr, password.as_deref()).await?),
         _ => None,
     };
-    let mut native = match &target {
-        Target::Cluster(monitors) => Some(client(monitors, None)?),
-        _ => None,
+    let mut sessions: Vec<Client> = match &target {
+        Target::Cluster(client) => (0..pipeline).map(|_| Client::clone(client)).collect(),
+        _ => Vec::new(),
     };
     let mut seq = 0;
     while Instant::now() < until {
@@ -250,31 +265,33 @@ async fn one_client(
             })
             .collect();
         let sent = Instant::now();
-        let ok = match (&target, redis.as_mut(), native.as_mut()) {
-            (Target::Redis(..), Some(redis), _) => redis.batch(&batch, &value).await,
-            (Target::Cluster(_), _, Some(client)) => {
-                let (write, key) = &batch[0];
-                let result = match write {
-                    true => client.put(key, &value).await,
-                    false => client.get(key).await.map(drop),
-                };
-                result.is_ok()
-            }
-            (Target::Echo(addr, rpc), _, _) => {
-                seq += 1;
-                let request = Request {
-                    client: seed,
-                    seq,
-                    deadline_ms: viewkv::kv::wall_ms() + 10_000,
-                    op: viewkv::kv::api::Op::Put {
-                        key: batch[0].1.clone(),
-                        value: value.clone(),
-                    },
-                };
-                let reply: Result<Reply, _> = rpc
-                    .call(addr, REQUEST, &request, Duration::from_secs(10))
-                    .await;
-                reply.is_ok()
+        let ok = match (&target, redis.as_mut()) {
+            (Target::Redis(..), Some(redis)) => redis.batch(&batch, &value).await,
+            (Target::Cluster(_), _) => native(&mut sessions, &batch, &value).await,
+            (Target::Echo(addr, rpc), _) => {
+                let calls: Vec<_> = batch
+                    .iter()
+                    .map(|(_, key)| {
+                        seq += 1;
+                        let request = Request {
+                            client: seed,
+                            seq,
+                            deadline_ms: viewkv::kv::wall_ms() + 10_000,
+                            op: Op::Put {
+                                key: key.clone(),
+                                value: value.clone(),
+                            },
+                        };
+                        rpc.start(addr, REQUEST, &encode(&request), Duration::from_secs(10))
+                    })
+                    .collect();
+                let mut ok = true;
+                for call in calls {
+                    ok &= call
+                        .await
+                        .is_ok_and(|bytes| decode::<Reply>(&bytes).is_ok());
+                }
+                ok
             }
             _ => false,
         };
@@ -289,6 +306,27 @@ async fn one_client(
         }
     }
     Ok(tally)
+}
+
+/// Run `batch` (writes of `value`, and reads) through the client library: one operation per
+/// session, all submitted before any is waited for. Whether every one succeeded.
+async fn native(sessions: &mut [Client], batch: &[(bool, Vec<u8>)], value: &[u8]) -> bool {
+    let mut pending = Vec::with_capacity(batch.len());
+    for (session, (write, key)) in sessions.iter_mut().zip(batch) {
+        let op = match write {
+            true => Op::Put {
+                key: key.clone(),
+                value: value.to_vec(),
+            },
+            false => Op::Get { key: key.clone() },
+        };
+        pending.push(session.submit(op));
+    }
+    let mut ok = true;
+    for (session, pending) in sessions.iter_mut().zip(pending) {
+        ok &= session.finish(pending).await.is_ok();
+    }
+    ok
 }
 
 /// A Redis connection sending pipelined SET and GET.

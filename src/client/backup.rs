@@ -211,12 +211,8 @@ impl Client {
         let done = Arc::new(AtomicU64::new(0));
         let mut writers = JoinSet::new();
         for _ in 0..options.writers.max(1) {
-            let mut client = Client {
-                id: rand::random(),
-                seq: 0,
-                router: self.router.sibling(),
-                consistency: ReadConsistency::Linearizable,
-            };
+            let mut client = self.clone();
+            client.set_read_consistency(ReadConsistency::Linearizable);
             let (records, done) = (records.clone(), done.clone());
             writers.spawn(async move {
                 loop {

@@ -17,46 +17,41 @@ mod router;
 pub use backup::{BackupError, BackupProgress, RestoreOptions, PAGE_BYTES};
 pub use dump_file::{DumpFileError, DumpHeader, DumpReader, DumpWriter, OwnedPair, MAGIC, VERSION};
 pub use router::{
-    ClientError, ClientOptions, LocalServer, ReadConsistency, Router, Submission, NO_CLUSTER_HINT,
-    UNREACHABLE_AFTER,
+    Attempt, ClientError, ClientOptions, LocalServer, ReadConsistency, Router, Submission,
+    NO_CLUSTER_HINT, UNREACHABLE_AFTER,
 };
 
-use crate::kv::api::{KvError, Op, Reply, Request, ScanPage};
+use crate::kv::api::{Op, Request, ScanPage};
 use crate::monitor::MonitorClient;
 use crate::net::{RpcClient, Secret, Tls};
+
+impl Clone for Client {
+    fn clone(&self) -> Client {
+        self.session()
+    }
+}
 
 /// An operation [`Client::submit`] handed over, to [`Client::finish`] on the same client.
 pub struct Pending {
     /// The request, to send again if it must be retried.
     request: Request,
-    /// What the local server did with it.
-    state: Submitted,
+    /// Its first attempt, if it was handed to a server (else `finish` sends it).
+    attempt: Option<Attempt>,
 }
 
 impl Pending {
-    /// Whether the local server took the operation in (applied it, or answered it), so the
-    /// next one may be submitted behind it without overtaking it.
+    /// Whether the operation is on its way in order — taken in by the local server, or queued
+    /// on the connection to the primary — so the next one may be submitted behind it without
+    /// overtaking it.
     pub fn in_flight(&self) -> bool {
-        matches!(
-            self.state,
-            Submitted::Waiting(_) | Submitted::Answered(Reply::Ok(_))
-        )
+        self.attempt.as_ref().is_some_and(Attempt::in_order)
     }
 }
 
-/// What the local server did with a submitted operation.
-enum Submitted {
-    /// Nothing yet: [`Client::finish`] sends it.
-    Unsent,
-    /// Answered at once.
-    Answered(Reply),
-    /// Applied; confirmed when this completes.
-    Waiting(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>),
-}
-
 /// A client session. Calls take `&mut self`: one operation at a time per client, which is what
-/// makes each retry recognizable as a repeat (use one client per concurrent task; they are
-/// cheap).
+/// makes each retry recognizable as a repeat. Cloning is cheap: a clone is a new session (its
+/// own id and sequence numbers) sharing this one's connections — one framed connection per
+/// server, many operations in flight on it — so give each concurrent task a clone.
 #[derive(Debug)]
 pub struct Client {
     /// Random id naming this session in the servers' duplicate tables.
@@ -125,6 +120,17 @@ impl Client {
         Ok(self)
     }
 
+    /// A new session sharing this client's connections, view and settings (what `clone`
+    /// does).
+    fn session(&self) -> Client {
+        Client {
+            id: rand::random(),
+            seq: 0,
+            router: self.router.sibling(),
+            consistency: self.consistency,
+        }
+    }
+
     /// A client sending through `rpc` (the test harness passes one subject to its faults).
     pub fn with_rpc(rpc: RpcClient, monitors: Vec<String>, options: ClientOptions) -> Client {
         let monitor_client = MonitorClient::new(rpc.clone(), monitors, options.rpc_timeout);
@@ -175,7 +181,7 @@ impl Client {
             return self.router.read_stale(&op).await;
         }
         let request = self.next_request(op);
-        self.run(request).await
+        self.run(request, None).await
     }
 
     /// `op` as this session's next request.
@@ -190,25 +196,23 @@ impl Client {
         }
     }
 
-    /// Hand `op` to the kv server of this process (see [`Client::with_local`]) now, so that
-    /// operations submitted one after another — by this client and others sharing the server
-    /// — are applied in that order, and [`Client::finish`] it later: how a connection runs a
-    /// pipeline of commands, one client per command in flight, without waiting for each
-    /// one's copies before applying the next. A client without a local server, a stale read,
-    /// or a server that refuses (it is not the primary) leaves the operation to `finish`, which
-    /// runs it as [`Client::execute`] does; [`Pending::in_flight`] says which happened, and an
-    /// operation submitted after one that is not in flight could overtake it.
+    /// Hand `op` to the primary now — the kv server of this process (see
+    /// [`Client::with_local`]) or the framed connection to it — so that operations submitted
+    /// one after another, by this client and others sharing its connections, are applied in
+    /// that order, and [`Client::finish`] it later: how a connection runs a pipeline of
+    /// commands, one client per command in flight, without waiting for each one's copies
+    /// before the next. Without a known primary, for a stale read, or when the local server
+    /// refuses it, the operation is left to `finish`, which runs it as [`Client::execute`]
+    /// does; [`Pending::in_flight`] says which happened, and an operation submitted after one
+    /// that is not in flight could overtake it.
     pub fn submit(&mut self, op: Op) -> Pending {
         let stale = self.consistency == ReadConsistency::Stale && op.is_read();
         let request = self.next_request(op);
-        let state = match self.router.local() {
-            Some(local) if !stale => match local.clone().submit(request.clone()) {
-                Submission::Answered(reply) => Submitted::Answered(reply),
-                Submission::Waiting(confirmed) => Submitted::Waiting(confirmed),
-            },
-            _ => Submitted::Unsent,
+        let attempt = match stale {
+            true => None,
+            false => self.router.submit(&request),
         };
-        Pending { request, state }
+        Pending { request, attempt }
     }
 
     /// `op` as a [`Pending`] operation left to [`Client::finish`] (not submitted): for one
@@ -217,46 +221,28 @@ impl Client {
         let request = self.next_request(op);
         Pending {
             request,
-            state: Submitted::Unsent,
+            attempt: None,
         }
     }
 
     /// The outcome of an operation [`Client::submit`] handed over: its reply once confirmed,
     /// with the same retries, at most once, as [`Client::execute`].
     pub async fn finish(&mut self, pending: Pending) -> Result<Option<Vec<u8>>, ClientError> {
-        let Pending { request, state } = pending;
-        let reply = match state {
-            Submitted::Unsent
-                if self.consistency == ReadConsistency::Stale && request.op.is_read() =>
-            {
-                return self.router.read_stale(&request.op).await;
-            }
-            Submitted::Unsent => return self.run(request).await,
-            // Refused before anything was applied: a first attempt, as if never sent.
-            Submitted::Answered(Reply::Err(err)) if err.is_retryable() => {
-                return self.run(request).await;
-            }
-            Submitted::Answered(Reply::Err(KvError::SessionExpired { .. })) => {
-                return self.run(request).await;
-            }
-            Submitted::Answered(reply) => reply,
-            Submitted::Waiting(confirmed) => match confirmed.await {
-                // Applied but not confirmed: retry the same request, as after any attempt.
-                Reply::Err(err) if err.is_retryable() => {
-                    return self.router.execute_after(&request, 1).await;
-                }
-                reply => reply,
-            },
-        };
-        match reply {
-            Reply::Ok(value) => Ok(value),
-            Reply::Err(err) => Err(ClientError::Refused(err)),
+        let Pending { request, attempt } = pending;
+        if attempt.is_none() && self.consistency == ReadConsistency::Stale && request.op.is_read() {
+            return self.router.read_stale(&request.op).await;
         }
+        self.run(request, attempt).await
     }
 
-    /// Send `request` until it is answered, starting a new session if the service forgot ours.
-    async fn run(&mut self, mut request: Request) -> Result<Option<Vec<u8>>, ClientError> {
-        match self.router.execute(&request).await {
+    /// Send `request` until it is answered (its first attempt `first`, if it was submitted),
+    /// starting a new session if the service forgot ours.
+    async fn run(
+        &mut self,
+        mut request: Request,
+        first: Option<Attempt>,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        match self.router.execute_after(&request, first).await {
             Err(ClientError::SessionLost) => {
                 // The service forgot us (we were idle past its session TTL, or evicted) and
                 // applied nothing: carry on as a new session.

@@ -6,9 +6,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::kv::api::{KvError, Op, Reply, Request, READ, REQUEST};
 use crate::monitor::{MonitorClient, MonitorUnavailable};
-use crate::net::RpcClient;
+use crate::net::{decode, encode, RpcClient, RpcError};
 use crate::view::{ClusterId, Member, View};
 
 /// Timeouts and pacing.
@@ -121,12 +123,38 @@ pub enum Submission {
     Waiting(Pin<Box<dyn Future<Output = Reply> + Send>>),
 }
 
-impl Submission {
-    /// Its reply, once there is one.
-    pub async fn reply(self) -> Reply {
+/// One attempt of a request: handed to a server, its outcome to come.
+pub enum Attempt {
+    /// Handed to the kv server of this process.
+    Local(Submission),
+    /// Queued on the framed connection to a server (at this address): it is written after
+    /// every request queued before it, and served in that order.
+    Remote(
+        String,
+        Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Send>>,
+    ),
+}
+
+impl Attempt {
+    /// Whether a request sent after this one cannot overtake it: the local server took it in
+    /// (applied or answered it), or it is queued on a connection ahead of the next one. A
+    /// request the local server refused will be sent again later.
+    pub fn in_order(&self) -> bool {
+        !matches!(self, Attempt::Local(Submission::Answered(Reply::Err(_))))
+    }
+
+    /// The server's reply, or why none came.
+    async fn outcome(self) -> Result<Reply, RpcError> {
         match self {
-            Submission::Answered(reply) => reply,
-            Submission::Waiting(confirmed) => confirmed.await,
+            Attempt::Local(Submission::Answered(reply)) => Ok(reply),
+            Attempt::Local(Submission::Waiting(confirmed)) => Ok(confirmed.await),
+            Attempt::Remote(addr, reply) => {
+                let bytes = reply.await?;
+                decode(&bytes).map_err(|err| RpcError::Malformed {
+                    addr,
+                    reason: err.0,
+                })
+            }
         }
     }
 }
@@ -277,10 +305,11 @@ impl Router {
         })
     }
 
-    /// A router like this one (same monitors, options and RPC client) with no cached view:
-    /// for another session of the same caller.
+    /// A router like this one (same monitors, options, RPC client and cached view): for
+    /// another session of the same caller.
     pub fn sibling(&self) -> Router {
         Router {
+            view: self.view.clone(),
             reached: self.reached,
             cluster: self.cluster,
             local: self.local.clone(),
@@ -398,22 +427,42 @@ impl Router {
     /// request (same client id and seq) is repeated, so the service applies it at most once.
     /// `request.deadline_ms` should be the wall-clock time `options.deadline` from now.
     pub async fn execute(&mut self, request: &Request) -> Result<Option<Vec<u8>>, ClientError> {
-        self.execute_after(request, 0).await
+        self.execute_after(request, None).await
     }
 
-    /// [`Router::execute`] for a request already sent `earlier` times (an earlier attempt
-    /// may have been applied, so a refusal as expired or late means the outcome is unknown).
+    /// Hand `request` to the primary of the cached view now, if there is one, so that requests
+    /// submitted one after another are applied in that order; [`Router::execute_after`]
+    /// waits for its outcome. `None` without a primary to hand it to.
+    pub fn submit(&self, request: &Request) -> Option<Attempt> {
+        let primary = self.view.as_ref()?.primary.as_ref()?;
+        Some(self.attempt(&primary.addr, request, self.options.rpc_timeout))
+    }
+
+    /// One attempt of `request` at the server at `addr`, started now.
+    fn attempt(&self, addr: &str, request: &Request, timeout: Duration) -> Attempt {
+        match &self.local {
+            Some(local) if local.addr() == addr => {
+                Attempt::Local(local.clone().submit(request.clone()))
+            }
+            _ => Attempt::Remote(
+                addr.to_string(),
+                self.rpc.start(addr, REQUEST, &encode(request), timeout),
+            ),
+        }
+    }
+
+    /// [`Router::execute`], its first attempt `first` if it was submitted already.
     pub async fn execute_after(
         &mut self,
         request: &Request,
-        earlier: u32,
+        mut first: Option<Attempt>,
     ) -> Result<Option<Vec<u8>>, ClientError> {
         let started = Instant::now();
         let deadline = started + self.options.deadline;
-        let mut attempts = earlier;
+        let mut attempts = 0u32;
         loop {
             let mut last = String::new();
-            if self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
+            if first.is_none() && self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
                 match self.refresh_view().await {
                     Ok(()) => {}
                     Err(err) => {
@@ -427,30 +476,32 @@ impl Router {
                 }
             }
             let primary = self.view.as_ref().and_then(|v| v.primary.clone());
-            match primary {
-                None if last.is_empty() => last = "the view has no primary yet".into(),
-                None => {}
-                Some(primary) => {
+            let attempt = match (first.take(), primary) {
+                (Some(attempt), _) => Some(attempt),
+                (None, Some(primary)) => {
                     let timeout = self
                         .options
                         .rpc_timeout
                         .min(deadline.saturating_duration_since(Instant::now()));
+                    Some(self.attempt(&primary.addr, request, timeout))
+                }
+                (None, None) => None,
+            };
+            match attempt {
+                None if last.is_empty() => last = "the view has no primary yet".into(),
+                None => {}
+                Some(attempt) => {
                     attempts += 1;
-                    let reply: Result<Reply, _> = match &self.local {
-                        Some(local) if local.addr() == primary.addr => {
-                            Ok(local.clone().submit(request.clone()).reply().await)
-                        }
-                        _ => {
-                            self.rpc
-                                .call(&primary.addr, REQUEST, request, timeout)
-                                .await
-                        }
-                    };
-                    match reply {
+                    let addr = match &attempt {
+                        Attempt::Local(_) => self.local.as_ref().map_or("", |l| l.addr()),
+                        Attempt::Remote(addr, _) => addr,
+                    }
+                    .to_string();
+                    match attempt.outcome().await {
                         Ok(Reply::Ok(value)) => return Ok(value),
                         Ok(Reply::Err(err)) if err.is_retryable() => {
                             // Maybe the view changed under us: read it again.
-                            last = format!("{}: {err}", primary.addr);
+                            last = format!("{addr}: {err}");
                             self.view = None;
                         }
                         Ok(Reply::Err(KvError::SessionExpired { .. })) if attempts == 1 => {
