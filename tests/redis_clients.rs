@@ -117,6 +117,67 @@ impl Up {
         (code, out)
     }
 
+    /// redis-cli's interactive mode through a pipe: `input`, one command a line; its stdout.
+    fn piped(&self, port: u16, input: &str) -> String {
+        let mut child = Command::new("redis-cli")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-a",
+                &self.secret,
+                "--no-auth-warning",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-cli runs");
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(input.as_bytes()).expect("write");
+        }
+        let out = child.wait_with_output().expect("redis-cli ends");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `commands` written to `port` at once, after an AUTH, as RESP arrays: the bytes that
+    /// answer them, read until there are as many as `expected` has (or 30 s passed). Redis's
+    /// own answers to the same pipeline are what `expected` holds.
+    fn pipelined(&self, port: u16, commands: &[&[&str]], expected: &[u8]) -> Vec<u8> {
+        use std::io::{Read as _, Write as _};
+        let frame = |words: &[&str]| {
+            let mut out = format!("*{}\r\n", words.len());
+            for word in words {
+                out.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+            }
+            out
+        };
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("a read timeout");
+        let mut request = frame(&["AUTH", &self.secret]);
+        for command in commands {
+            request.push_str(&frame(command));
+        }
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        let wanted = b"+OK\r\n".len() + expected.len();
+        while answer.len() < wanted {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert!(
+            answer.starts_with(b"+OK\r\n"),
+            "AUTH: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.split_off(b"+OK\r\n".len())
+    }
+
     /// Run a Python program with `PORT` and `SECRET` in its environment; its stdout.
     fn python(&self, port: u16, program: &str) -> String {
         let out = Command::new("python3")
@@ -165,8 +226,15 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
         ),
         (&["MSET", "x", "1", "y", "2"], "OK"),
         (&["MGET", "x", "y", "nope"], "1\n2"),
+        (&["MGET", "x", "nope", "x"], "1\n\n1"),
+        (&["EXISTS", "x", "x", "nope"], "2"),
         (&["EXISTS", "x", "y", "nope"], "2"),
         (&["DEL", "x", "y", "nope"], "2"),
+        (&["UNLINK", "x", "x"], "0"),
+        (
+            &["MGET"],
+            "ERR wrong number of arguments for 'mget' command",
+        ),
         (&["TYPE", "a"], "string"),
         (&["TYPE", "nope"], "none"),
         (&["DBSIZE"], "2"),
@@ -232,28 +300,37 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
     // Without the secret: refused.
     let (_, out, _) = run("redis-cli", &["-p", &idle.to_string(), "GET", "a"]);
     assert!(out.contains("NOAUTH"), "{out}");
-    // Interactive mode through a pipe: one command per line, answered in order.
-    let mut child = Command::new("redis-cli")
-        .args([
-            "-p",
-            &idle.to_string(),
-            "-a",
-            &up.secret,
-            "--no-auth-warning",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("redis-cli runs");
-    {
-        use std::io::Write as _;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"SET piped 1\nINCR piped\nGET piped\nQUIT\n")
-            .expect("write");
+    // Interactive mode through a pipe: one command per line, answered in order (what
+    // redis-cli prints for Redis 7 given the same lines).
+    let input = "SET piped 1\nINCR piped\nGET piped\nMGET piped nope piped\n\
+                 EXISTS piped piped nope\nDEL piped piped nope\nMGET piped\nQUIT\n";
+    assert_eq!(up.piped(idle, input), "OK\n2\n2\n2\n\n2\n2\n1\n\n");
+    // A pipeline of multi-key commands read at once, answered byte for byte as Redis 7
+    // answers the same bytes, on a server that forwards and on the primary.
+    let commands: &[&[&str]] = &[
+        &["MSET", "p1", "a", "p2", "b"],
+        &["MGET", "p1", "nope", "p2", "p1"],
+        &["EXISTS", "p1", "p1", "nope"],
+        &["DEL", "p1", "p1", "nope"],
+        &["MGET", "p1", "p2"],
+        &["UNLINK", "p2", "p3"],
+        &["EXISTS", "p2"],
+        &["MGET"],
+        &["DEL"],
+        &["GET", "p2"],
+    ];
+    let redis: &[u8] = b"+OK\r\n*4\r\n$1\r\na\r\n$-1\r\n$1\r\nb\r\n$1\r\na\r\n:2\r\n:1\r\n\
+        *2\r\n$-1\r\n$1\r\nb\r\n:1\r\n:0\r\n\
+        -ERR wrong number of arguments for 'mget' command\r\n\
+        -ERR wrong number of arguments for 'del' command\r\n$-1\r\n";
+    for port in [idle, up.resp[&primary]] {
+        let answer = up.pipelined(port, commands, redis);
+        assert_eq!(
+            String::from_utf8_lossy(&answer),
+            String::from_utf8_lossy(redis),
+            "port {port}"
+        );
     }
-    let out = child.wait_with_output().expect("redis-cli ends");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\n2\n2\n");
     // Expiry: a key with a time to live is gone once it passes, from every port.
     assert_eq!(
         up.cli(idle, &["SET", "brief", "v", "PX", "300"]).1.trim(),

@@ -366,7 +366,10 @@ impl Connection {
             | Command::IncrBy(..)
             | Command::PutHash(..)
             | Command::Expire(..)
-            | Command::Ttl(..)) => match plan(one) {
+            | Command::Ttl(..)
+            | Command::MGet(_)
+            | Command::Del(_)
+            | Command::Exists(_)) => match plan(one) {
                 Ok(Plan { op, shape }) => shape.frame(client.execute(op).await),
                 Err(_) => error("ERR this command is not one operation"),
             },
@@ -458,36 +461,6 @@ impl Connection {
                 Ok(keys) => BytesFrame::Integer(keys as i64),
                 Err(err) => failure(err),
             },
-            Command::Del(keys) => {
-                let mut removed = 0;
-                for key in keys {
-                    match client.delete(&key).await {
-                        Ok(previous) => removed += i64::from(previous.is_some()),
-                        Err(err) => return failure(err),
-                    }
-                }
-                BytesFrame::Integer(removed)
-            }
-            Command::Exists(keys) => {
-                let mut present = 0;
-                for key in keys {
-                    match client.get(&key).await {
-                        Ok(value) => present += i64::from(value.is_some()),
-                        Err(err) => return failure(err),
-                    }
-                }
-                BytesFrame::Integer(present)
-            }
-            Command::MGet(keys) => {
-                let mut values = Vec::with_capacity(keys.len());
-                for key in keys {
-                    match client.get(&key).await {
-                        Ok(value) => values.push(bulk(value)),
-                        Err(err) => return failure(err),
-                    }
-                }
-                BytesFrame::Array(values)
-            }
             Command::Keys(pattern) => keys(client, &Glob::new(&pattern)).await,
             Command::Scan {
                 cursor,
