@@ -403,6 +403,8 @@ impl Router {
 
     /// [`Router::execute`] for a request already sent `earlier` times (an earlier attempt
     /// may have been applied, so a refusal as expired or late means the outcome is unknown).
+    /// At the deadline, a request every attempt of which was refused unapplied
+    /// ([`KvError::refused_unapplied`]) fails with that refusal rather than as unknown.
     pub async fn execute_after(
         &mut self,
         request: &Request,
@@ -411,6 +413,10 @@ impl Router {
         let started = Instant::now();
         let deadline = started + self.options.deadline;
         let mut attempts = earlier;
+        // Whether some attempt may have been applied (timed out, lost with its connection, or
+        // answered with an error that does not rule it out), and the last unapplied refusal.
+        let mut maybe_applied = earlier > 0;
+        let mut refusal = None;
         loop {
             let mut last = String::new();
             if self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
@@ -452,6 +458,11 @@ impl Router {
                             // Maybe the view changed under us: read it again.
                             last = format!("{}: {err}", primary.addr);
                             self.view = None;
+                            if err.refused_unapplied() {
+                                refusal = Some(err);
+                            } else {
+                                maybe_applied = true;
+                            }
                         }
                         Ok(Reply::Err(KvError::SessionExpired { .. })) if attempts == 1 => {
                             return Err(ClientError::SessionLost);
@@ -469,6 +480,7 @@ impl Router {
                         Err(err) => {
                             last = err.to_string();
                             self.view = None;
+                            maybe_applied = true;
                         }
                     }
                 }
@@ -479,7 +491,10 @@ impl Router {
                 request.seq
             );
             if Instant::now() + self.options.retry_interval >= deadline {
-                return Err(self.timed_out(request, last));
+                return Err(match refusal {
+                    Some(refusal) if !maybe_applied => ClientError::Refused(refusal),
+                    _ => self.timed_out(request, last),
+                });
             }
             tokio::time::sleep(self.options.retry_interval).await;
         }

@@ -482,15 +482,25 @@ pub enum KvError {
         /// Why, in Redis's words where Redis has them.
         reason: String,
     },
-    /// Fewer servers than `min_copies` hold the write yet: it is applied on the primary and
-    /// will be confirmed once a backup is in sync; retry the same request.
-    #[error("not enough copies: {copies} of the {min_copies} required hold the write so far")]
+    /// Fewer servers than `min_copies` hold the write. With `copies` 0 the primary refused it
+    /// without applying it, its view having no backup to hold a second copy (Redis's
+    /// `NOREPLICAS`); otherwise it is applied on the primary and will be confirmed once a
+    /// backup is in sync. Either way, retry the same request.
+    #[error("not enough copies: {copies} of the {min_copies} required hold the write{}", so_far(.copies))]
     NoReplicas {
         /// Servers holding it.
         copies: u32,
         /// The service's `min_copies`.
         min_copies: u32,
     },
+}
+
+/// How a [`KvError::NoReplicas`] message ends: whether the write waits or was refused.
+fn so_far(copies: &u32) -> &'static str {
+    match copies {
+        0 => " (the view has no backup, so the write was not applied)",
+        _ => " so far",
+    }
 }
 
 impl KvError {
@@ -500,6 +510,13 @@ impl KvError {
             self,
             KvError::WrongServer { .. } | KvError::Unavailable { .. } | KvError::NoReplicas { .. }
         )
+    }
+
+    /// Whether this retryable answer says for certain that the attempt was not applied: only
+    /// the `NoReplicas` refusal (no copies). `WrongServer` and `Unavailable` also answer an
+    /// applied request whose confirmation never came, so they say nothing either way.
+    pub fn refused_unapplied(&self) -> bool {
+        matches!(self, KvError::NoReplicas { copies: 0, .. })
     }
 }
 

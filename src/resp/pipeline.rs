@@ -240,6 +240,14 @@ mod tests {
         assert_eq!(Shape::Ttl(false).frame(ok("-2")), BytesFrame::Integer(-2));
         assert_eq!(Shape::MSet(false).frame(ok("1")), simple("OK"));
         assert_eq!(Shape::MSet(true).frame(ok("0")), BytesFrame::Integer(0));
+        let refused = ClientError::Refused(crate::kv::api::KvError::NoReplicas {
+            copies: 0,
+            min_copies: 2,
+        });
+        assert_eq!(
+            Shape::Set(SetShape::Set, false).frame(Err(refused)),
+            BytesFrame::Error("NOREPLICAS Not enough good replicas to write.".into())
+        );
         let values = Values(vec![Some(b"v".to_vec()), None]).encode();
         assert_eq!(
             Shape::Values.frame(Ok(Some(values))),
