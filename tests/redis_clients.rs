@@ -366,6 +366,165 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
 }
 
 #[test]
+fn redis_cli_reads_the_command_docs_and_the_connection_describes_itself() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let up = Up::start(dir.path());
+    let (primary, backup) = up.roles();
+    let port = up.idle_port();
+    // COMMAND: the table of what is served.
+    let count: usize = up
+        .cli(port, &["COMMAND", "COUNT"])
+        .1
+        .trim()
+        .parse()
+        .expect("a count");
+    let (_, list) = up.cli(port, &["COMMAND", "LIST"]);
+    assert_eq!(list.lines().count(), count, "{list}");
+    for name in ["get", "mget", "del", "client", "reset", "puthash"] {
+        assert!(list.lines().any(|l| l == name), "{name} in {list}");
+    }
+    let (_, info) = up.cli(port, &["COMMAND", "INFO", "mget", "nosuch"]);
+    assert!(
+        info.starts_with("mget\n-2\nreadonly\nfast\n1\n-1\n1\n"),
+        "{info}"
+    );
+    let (_, docs) = up.cli(port, &["COMMAND", "DOCS", "mget"]);
+    for line in [
+        "mget",
+        "summary",
+        "since",
+        "1.0.0",
+        "group",
+        "string",
+        "complexity",
+        "arguments",
+        "multiple",
+    ] {
+        assert!(docs.lines().any(|l| l == line), "{line} in {docs}");
+    }
+    // redis-cli on a terminal reads COMMAND DOCS when it starts and builds `help` (and its
+    // hints) from it: the summary it prints is viewkv's.
+    let (_, summary) = up.cli(port, &["COMMAND", "DOCS", "mget"]);
+    let summary = summary.lines().nth(2).expect("the summary").to_string();
+    let mut terminal = Command::new("script")
+        .args([
+            "-qec",
+            &format!("redis-cli -p {port} -a {} --no-auth-warning", up.secret),
+            "/dev/null",
+        ])
+        .env("TERM", "dumb")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    {
+        use std::io::Write as _;
+        let mut stdin = terminal.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"help MGET\nhelp SET\nhelp CLIENT SETNAME\nquit\n")
+            .expect("write");
+    }
+    let out = terminal.wait_with_output().expect("redis-cli ends");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    for shown in [
+        summary.as_str(),
+        "key [key ...]",
+        "key value [NX|XX] [GET] [EX seconds|PX milliseconds|KEEPTTL]",
+        "connection-name",
+    ] {
+        assert!(screen.contains(shown), "{shown:?} in {screen}");
+    }
+    // INFO: every section, the view as this server knows it.
+    let (_, info) = up.cli(port, &["INFO"]);
+    for line in [
+        "# Server",
+        "redis_version:7.0.0",
+        "# Replication",
+        "role:master",
+        "viewkv_role:idle",
+        &format!("viewkv_primary:{primary}"),
+        &format!("viewkv_backup:{backup}"),
+        "# Memory",
+        "# Keyspace",
+    ] {
+        assert!(
+            info.lines().any(|l| l.trim_end() == line),
+            "{line} in {info}"
+        );
+    }
+    assert!(
+        info.contains("viewkv_view:") && info.contains("used_memory_rss:"),
+        "{info}"
+    );
+    assert_eq!(up.cli(port, &["SET", "k", "v"]).1.trim(), "OK");
+    let (_, keyspace) = up.cli(port, &["INFO", "keyspace"]);
+    assert!(keyspace.contains("db0:keys=1,"), "{keyspace}");
+    // CLIENT and RESET, on one connection: its name, its line, READONLY's flag, and RESET
+    // back to a new connection (unauthenticated again, since the cluster has a secret).
+    let input = "CLIENT SETNAME app\nCLIENT GETNAME\nCLIENT ID\nCLIENT INFO\nREADONLY\n\
+                 CLIENT LIST\nCLIENT SETNAME \"a b\"\nRESET\nCLIENT GETNAME\nGET k\n\
+                 AUTH {secret}\nCLIENT INFO\nGET k\nQUIT\n";
+    let out = up.piped(port, &input.replace("{secret}", &up.secret));
+    // What redis-cli prints for these replies: a line each, an error followed by an empty
+    // one, and nil as an empty line.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 16, "{out}");
+    assert_eq!(lines[..2], ["OK", "app"], "{out}");
+    let id: u64 = lines[2].parse().expect("an id");
+    let fields = |line: &str, want: &[String]| {
+        for field in want {
+            assert!(line.contains(field.as_str()), "{field:?} in {line}");
+        }
+    };
+    fields(
+        lines[3],
+        &[
+            format!("id={id} "),
+            format!(" laddr=127.0.0.1:{port} "),
+            " name=app ".into(),
+            " flags=N ".into(),
+            " cmd=client|info ".into(),
+            " resp=2".into(),
+        ],
+    );
+    assert_eq!(lines[4], "OK", "{out}");
+    fields(
+        lines[5],
+        &[
+            format!("id={id} "),
+            " flags=r ".into(),
+            " cmd=client|list ".into(),
+        ],
+    );
+    // After RESET the connection is a new one: with the cluster's secret, unauthenticated.
+    assert_eq!(
+        lines[6..14],
+        [
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+            "",
+            "RESET",
+            "NOAUTH Authentication required.",
+            "",
+            "NOAUTH Authentication required.",
+            "",
+            "OK",
+        ],
+        "{out}"
+    );
+    fields(
+        lines[14],
+        &[format!("id={id} "), " name= ".into(), " flags=N ".into()],
+    );
+    assert_eq!(lines[15], "v", "{out}");
+    // Only this connection is listed: another id lists nothing.
+    assert_eq!(
+        up.cli(port, &["CLIENT", "LIST", "ID", "999999"]).1.trim(),
+        ""
+    );
+}
+
+#[test]
 fn python_redis_with_a_pool_a_pipeline_and_both_protocols() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let up = Up::start(dir.path());
