@@ -285,22 +285,35 @@ async fn writes_then_crash_of_the_first_primary(min_copies: u32) -> (Vec<bool>, 
         ..cluster.client_options()
     });
     let mut acknowledged = Vec::new();
+    let refused = ClientError::Refused(KvError::NoReplicas {
+        copies: 0,
+        min_copies: 2,
+    });
     for i in 0..3 {
         let result = client.put(format!("w{i}").as_bytes(), b"v").await;
         if let Err(err) = &result {
-            assert!(matches!(err, ClientError::Indeterminate { .. }), "{err}");
+            // Refused at every attempt, so never applied: the client says so (Redis's
+            // NOREPLICAS), not "outcome unknown".
+            assert_eq!(err, &refused, "{err}");
         }
         acknowledged.push(result.is_ok());
     }
     if min_copies > 1 {
-        // What the primary says to a client that waits.
-        let reply = raw(&first, &append(5, 1, "w", "v")).await;
+        // What the primary says to a client at once, applying nothing.
+        let reply = raw(&first, &append(5, 1, "w0", "v")).await;
         assert_eq!(
             reply,
             Reply::Err(KvError::NoReplicas {
-                copies: 1,
+                copies: 0,
                 min_copies: 2
             })
+        );
+        // Nothing was written: the refused keys read as absent and the server holds none.
+        assert_eq!(client.get(b"w0").await.expect("a read"), None);
+        let status = cluster.server_status(&first).await.expect("status");
+        assert_eq!(
+            (status["keys"].as_u64(), status["index"].as_u64()),
+            (Some(0), Some(0))
         );
     }
     // Reads still work.
@@ -309,6 +322,8 @@ async fn writes_then_crash_of_the_first_primary(min_copies: u32) -> (Vec<bool>, 
     (acknowledged, cluster)
 }
 
+/// With `min_copies = 2` a primary whose view has no backup refuses writes unapplied, and
+/// the client, every attempt refused, reports the refusal rather than an unknown outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_min_copies_2_a_lone_first_primary_acknowledges_nothing() {
     let (acknowledged, cluster) = writes_then_crash_of_the_first_primary(2).await;

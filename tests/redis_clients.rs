@@ -117,6 +117,67 @@ impl Up {
         (code, out)
     }
 
+    /// redis-cli's interactive mode through a pipe: `input`, one command a line; its stdout.
+    fn piped(&self, port: u16, input: &str) -> String {
+        let mut child = Command::new("redis-cli")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-a",
+                &self.secret,
+                "--no-auth-warning",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-cli runs");
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(input.as_bytes()).expect("write");
+        }
+        let out = child.wait_with_output().expect("redis-cli ends");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `commands` written to `port` at once, after an AUTH, as RESP arrays: the bytes that
+    /// answer them, read until there are as many as `expected` has (or 30 s passed). Redis's
+    /// own answers to the same pipeline are what `expected` holds.
+    fn pipelined(&self, port: u16, commands: &[&[&str]], expected: &[u8]) -> Vec<u8> {
+        use std::io::{Read as _, Write as _};
+        let frame = |words: &[&str]| {
+            let mut out = format!("*{}\r\n", words.len());
+            for word in words {
+                out.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+            }
+            out
+        };
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("a read timeout");
+        let mut request = frame(&["AUTH", &self.secret]);
+        for command in commands {
+            request.push_str(&frame(command));
+        }
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        let wanted = b"+OK\r\n".len() + expected.len();
+        while answer.len() < wanted {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert!(
+            answer.starts_with(b"+OK\r\n"),
+            "AUTH: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.split_off(b"+OK\r\n".len())
+    }
+
     /// Run a Python program with `PORT` and `SECRET` in its environment; its stdout.
     fn python(&self, port: u16, program: &str) -> String {
         let out = Command::new("python3")
@@ -165,8 +226,15 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
         ),
         (&["MSET", "x", "1", "y", "2"], "OK"),
         (&["MGET", "x", "y", "nope"], "1\n2"),
+        (&["MGET", "x", "nope", "x"], "1\n\n1"),
+        (&["EXISTS", "x", "x", "nope"], "2"),
         (&["EXISTS", "x", "y", "nope"], "2"),
         (&["DEL", "x", "y", "nope"], "2"),
+        (&["UNLINK", "x", "x"], "0"),
+        (
+            &["MGET"],
+            "ERR wrong number of arguments for 'mget' command",
+        ),
         (&["TYPE", "a"], "string"),
         (&["TYPE", "nope"], "none"),
         (&["DBSIZE"], "2"),
@@ -232,28 +300,37 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
     // Without the secret: refused.
     let (_, out, _) = run("redis-cli", &["-p", &idle.to_string(), "GET", "a"]);
     assert!(out.contains("NOAUTH"), "{out}");
-    // Interactive mode through a pipe: one command per line, answered in order.
-    let mut child = Command::new("redis-cli")
-        .args([
-            "-p",
-            &idle.to_string(),
-            "-a",
-            &up.secret,
-            "--no-auth-warning",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("redis-cli runs");
-    {
-        use std::io::Write as _;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"SET piped 1\nINCR piped\nGET piped\nQUIT\n")
-            .expect("write");
+    // Interactive mode through a pipe: one command per line, answered in order (what
+    // redis-cli prints for Redis 7 given the same lines).
+    let input = "SET piped 1\nINCR piped\nGET piped\nMGET piped nope piped\n\
+                 EXISTS piped piped nope\nDEL piped piped nope\nMGET piped\nQUIT\n";
+    assert_eq!(up.piped(idle, input), "OK\n2\n2\n2\n\n2\n2\n1\n\n");
+    // A pipeline of multi-key commands read at once, answered byte for byte as Redis 7
+    // answers the same bytes, on a server that forwards and on the primary.
+    let commands: &[&[&str]] = &[
+        &["MSET", "p1", "a", "p2", "b"],
+        &["MGET", "p1", "nope", "p2", "p1"],
+        &["EXISTS", "p1", "p1", "nope"],
+        &["DEL", "p1", "p1", "nope"],
+        &["MGET", "p1", "p2"],
+        &["UNLINK", "p2", "p3"],
+        &["EXISTS", "p2"],
+        &["MGET"],
+        &["DEL"],
+        &["GET", "p2"],
+    ];
+    let redis: &[u8] = b"+OK\r\n*4\r\n$1\r\na\r\n$-1\r\n$1\r\nb\r\n$1\r\na\r\n:2\r\n:1\r\n\
+        *2\r\n$-1\r\n$1\r\nb\r\n:1\r\n:0\r\n\
+        -ERR wrong number of arguments for 'mget' command\r\n\
+        -ERR wrong number of arguments for 'del' command\r\n$-1\r\n";
+    for port in [idle, up.resp[&primary]] {
+        let answer = up.pipelined(port, commands, redis);
+        assert_eq!(
+            String::from_utf8_lossy(&answer),
+            String::from_utf8_lossy(redis),
+            "port {port}"
+        );
     }
-    let out = child.wait_with_output().expect("redis-cli ends");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\n2\n2\n");
     // Expiry: a key with a time to live is gone once it passes, from every port.
     assert_eq!(
         up.cli(idle, &["SET", "brief", "v", "PX", "300"]).1.trim(),
@@ -286,6 +363,165 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
     for port in up.resp.values() {
         assert_eq!(up.cli(*port, &["DBSIZE"]).1.trim(), "0");
     }
+}
+
+#[test]
+fn redis_cli_reads_the_command_docs_and_the_connection_describes_itself() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let up = Up::start(dir.path());
+    let (primary, backup) = up.roles();
+    let port = up.idle_port();
+    // COMMAND: the table of what is served.
+    let count: usize = up
+        .cli(port, &["COMMAND", "COUNT"])
+        .1
+        .trim()
+        .parse()
+        .expect("a count");
+    let (_, list) = up.cli(port, &["COMMAND", "LIST"]);
+    assert_eq!(list.lines().count(), count, "{list}");
+    for name in ["get", "mget", "del", "client", "reset", "puthash"] {
+        assert!(list.lines().any(|l| l == name), "{name} in {list}");
+    }
+    let (_, info) = up.cli(port, &["COMMAND", "INFO", "mget", "nosuch"]);
+    assert!(
+        info.starts_with("mget\n-2\nreadonly\nfast\n1\n-1\n1\n"),
+        "{info}"
+    );
+    let (_, docs) = up.cli(port, &["COMMAND", "DOCS", "mget"]);
+    for line in [
+        "mget",
+        "summary",
+        "since",
+        "1.0.0",
+        "group",
+        "string",
+        "complexity",
+        "arguments",
+        "multiple",
+    ] {
+        assert!(docs.lines().any(|l| l == line), "{line} in {docs}");
+    }
+    // redis-cli on a terminal reads COMMAND DOCS when it starts and builds `help` (and its
+    // hints) from it: the summary it prints is viewkv's.
+    let (_, summary) = up.cli(port, &["COMMAND", "DOCS", "mget"]);
+    let summary = summary.lines().nth(2).expect("the summary").to_string();
+    let mut terminal = Command::new("script")
+        .args([
+            "-qec",
+            &format!("redis-cli -p {port} -a {} --no-auth-warning", up.secret),
+            "/dev/null",
+        ])
+        .env("TERM", "dumb")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    {
+        use std::io::Write as _;
+        let mut stdin = terminal.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"help MGET\nhelp SET\nhelp CLIENT SETNAME\nquit\n")
+            .expect("write");
+    }
+    let out = terminal.wait_with_output().expect("redis-cli ends");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    for shown in [
+        summary.as_str(),
+        "key [key ...]",
+        "key value [NX|XX] [GET] [EX seconds|PX milliseconds|KEEPTTL]",
+        "connection-name",
+    ] {
+        assert!(screen.contains(shown), "{shown:?} in {screen}");
+    }
+    // INFO: every section, the view as this server knows it.
+    let (_, info) = up.cli(port, &["INFO"]);
+    for line in [
+        "# Server",
+        "redis_version:7.0.0",
+        "# Replication",
+        "role:master",
+        "viewkv_role:idle",
+        &format!("viewkv_primary:{primary}"),
+        &format!("viewkv_backup:{backup}"),
+        "# Memory",
+        "# Keyspace",
+    ] {
+        assert!(
+            info.lines().any(|l| l.trim_end() == line),
+            "{line} in {info}"
+        );
+    }
+    assert!(
+        info.contains("viewkv_view:") && info.contains("used_memory_rss:"),
+        "{info}"
+    );
+    assert_eq!(up.cli(port, &["SET", "k", "v"]).1.trim(), "OK");
+    let (_, keyspace) = up.cli(port, &["INFO", "keyspace"]);
+    assert!(keyspace.contains("db0:keys=1,"), "{keyspace}");
+    // CLIENT and RESET, on one connection: its name, its line, READONLY's flag, and RESET
+    // back to a new connection (unauthenticated again, since the cluster has a secret).
+    let input = "CLIENT SETNAME app\nCLIENT GETNAME\nCLIENT ID\nCLIENT INFO\nREADONLY\n\
+                 CLIENT LIST\nCLIENT SETNAME \"a b\"\nRESET\nCLIENT GETNAME\nGET k\n\
+                 AUTH {secret}\nCLIENT INFO\nGET k\nQUIT\n";
+    let out = up.piped(port, &input.replace("{secret}", &up.secret));
+    // What redis-cli prints for these replies: a line each, an error followed by an empty
+    // one, and nil as an empty line.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 16, "{out}");
+    assert_eq!(lines[..2], ["OK", "app"], "{out}");
+    let id: u64 = lines[2].parse().expect("an id");
+    let fields = |line: &str, want: &[String]| {
+        for field in want {
+            assert!(line.contains(field.as_str()), "{field:?} in {line}");
+        }
+    };
+    fields(
+        lines[3],
+        &[
+            format!("id={id} "),
+            format!(" laddr=127.0.0.1:{port} "),
+            " name=app ".into(),
+            " flags=N ".into(),
+            " cmd=client|info ".into(),
+            " resp=2".into(),
+        ],
+    );
+    assert_eq!(lines[4], "OK", "{out}");
+    fields(
+        lines[5],
+        &[
+            format!("id={id} "),
+            " flags=r ".into(),
+            " cmd=client|list ".into(),
+        ],
+    );
+    // After RESET the connection is a new one: with the cluster's secret, unauthenticated.
+    assert_eq!(
+        lines[6..14],
+        [
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+            "",
+            "RESET",
+            "NOAUTH Authentication required.",
+            "",
+            "NOAUTH Authentication required.",
+            "",
+            "OK",
+        ],
+        "{out}"
+    );
+    fields(
+        lines[14],
+        &[format!("id={id} "), " name= ".into(), " flags=N ".into()],
+    );
+    assert_eq!(lines[15], "v", "{out}");
+    // Only this connection is listed: another id lists nothing.
+    assert_eq!(
+        up.cli(port, &["CLIENT", "LIST", "ID", "999999"]).1.trim(),
+        ""
+    );
 }
 
 #[test]

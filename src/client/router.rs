@@ -451,7 +451,9 @@ impl Router {
         }
     }
 
-    /// [`Router::execute`], its first attempt `first` if it was submitted already.
+    /// [`Router::execute`], its first attempt `first` if it was submitted already. At the
+    /// deadline, a request every attempt of which was refused unapplied
+    /// ([`KvError::refused_unapplied`]) fails with that refusal rather than as unknown.
     pub async fn execute_after(
         &mut self,
         request: &Request,
@@ -460,6 +462,10 @@ impl Router {
         let started = Instant::now();
         let deadline = started + self.options.deadline;
         let mut attempts = 0u32;
+        // Whether some attempt may have been applied (timed out, lost with its connection, or
+        // answered with an error that does not rule it out), and the last unapplied refusal.
+        let mut maybe_applied = false;
+        let mut refusal = None;
         loop {
             let mut last = String::new();
             if first.is_none() && self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
@@ -503,6 +509,11 @@ impl Router {
                             // Maybe the view changed under us: read it again.
                             last = format!("{addr}: {err}");
                             self.view = None;
+                            if err.refused_unapplied() {
+                                refusal = Some(err);
+                            } else {
+                                maybe_applied = true;
+                            }
                         }
                         Ok(Reply::Err(KvError::SessionExpired { .. })) if attempts == 1 => {
                             return Err(ClientError::SessionLost);
@@ -520,6 +531,7 @@ impl Router {
                         Err(err) => {
                             last = err.to_string();
                             self.view = None;
+                            maybe_applied = true;
                         }
                     }
                 }
@@ -530,7 +542,10 @@ impl Router {
                 request.seq
             );
             if Instant::now() + self.options.retry_interval >= deadline {
-                return Err(self.timed_out(request, last));
+                return Err(match refusal {
+                    Some(refusal) if !maybe_applied => ClientError::Refused(refusal),
+                    _ => self.timed_out(request, last),
+                });
             }
             tokio::time::sleep(self.options.retry_interval).await;
         }

@@ -153,6 +153,25 @@ pub enum Op {
         /// plain bytes on the wire and in the duplicate table.
         by: String,
     },
+    /// Read several keys as one operation (Redis's `MGET`): every value as of one moment. The
+    /// reply is [`Values`], encoded: one optional value per key, in the keys' order. A read;
+    /// values over [`Limits::max_value`] bytes together are refused as `TooLarge`.
+    MGet {
+        /// The keys, in the order their values are answered (repeats answered each time).
+        keys: Vec<serde_bytes::ByteBuf>,
+    },
+    /// Remove several keys as one operation (Redis's `DEL` and `UNLINK`); reply with how many
+    /// existed, in decimal (a repeated key counts once).
+    DelMany {
+        /// The keys.
+        keys: Vec<serde_bytes::ByteBuf>,
+    },
+    /// Count, as one operation, how many of the keys exist (Redis's `EXISTS`; a repeated key
+    /// counts each time); reply in decimal. A read.
+    Exists {
+        /// The keys.
+        keys: Vec<serde_bytes::ByteBuf>,
+    },
 }
 
 /// Most keys one [`Op::Scan`] returns.
@@ -202,6 +221,68 @@ impl ScanPage {
             pairs,
             more: flag == 1,
         })
+    }
+}
+
+/// The reply of an [`Op::MGet`]: one value per key asked, `None` for a key that is absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Values(pub Vec<Option<Vec<u8>>>);
+
+/// The length that marks an absent value in an encoded [`Values`] (no value is that long: a
+/// message is at most [`crate::net::MAX_MESSAGE`] bytes).
+const ABSENT: u32 = u32::MAX;
+
+/// An MGET reply that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed MGET reply at byte {at}")]
+pub struct BadValues {
+    /// Where parsing stopped.
+    pub at: usize,
+}
+
+impl Values {
+    /// As it travels in a [`Reply::Ok`]: for each value, its length as a `u32` LE (`u32::MAX`
+    /// for an absent key), then its bytes — the framing of [`pack_record`], one length per
+    /// item.
+    pub fn encode(&self) -> Vec<u8> {
+        let bytes = self.0.iter().flatten().map(Vec::len).sum::<usize>();
+        let mut out = Vec::with_capacity(4 * self.0.len() + bytes);
+        for value in &self.0 {
+            match value {
+                Some(value) => {
+                    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    out.extend_from_slice(value);
+                }
+                None => out.extend_from_slice(&ABSENT.to_le_bytes()),
+            }
+        }
+        out
+    }
+
+    /// Read encoded values.
+    pub fn decode(bytes: &[u8]) -> Result<Values, BadValues> {
+        let mut values = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let length: [u8; 4] = bytes
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(BadValues { at })?;
+            let start = at + 4;
+            match u32::from_le_bytes(length) {
+                ABSENT => {
+                    values.push(None);
+                    at = start;
+                }
+                length => {
+                    let end = start.checked_add(length as usize).ok_or(BadValues { at })?;
+                    let value = bytes.get(start..end).ok_or(BadValues { at })?;
+                    values.push(Some(value.to_vec()));
+                    at = end;
+                }
+            }
+        }
+        Ok(Values(values))
     }
 }
 
@@ -258,20 +339,41 @@ impl Op {
             Op::IncrByFloat { key, .. } | Op::Expire { key, .. } | Op::Ttl { key } => key,
             Op::Scan { prefix, .. } => prefix,
             Op::MSet { pairs, .. } => pairs.first().map_or(&[][..], |(key, _)| key),
+            Op::MGet { keys } | Op::DelMany { keys } | Op::Exists { keys } => {
+                keys.first().map_or(&[][..], |key| key)
+            }
             Op::Flush => &[],
+        }
+    }
+
+    /// Every key of an operation on several keys (`MSet`, `MGet`, `DelMany`, `Exists`), in
+    /// order; `None` for the others (see [`Op::key`]).
+    pub fn many_keys(&self) -> Option<Vec<&[u8]>> {
+        match self {
+            Op::MSet { pairs, .. } => Some(pairs.iter().map(|(key, _)| &key[..]).collect()),
+            Op::MGet { keys } | Op::DelMany { keys } | Op::Exists { keys } => {
+                Some(keys.iter().map(|key| &key[..]).collect())
+            }
+            _ => None,
         }
     }
 
     /// Whether it only reads: the primary keeps no duplicate entry for it, and a read that
     /// timed out failed (a write's outcome would be unknown).
     pub fn is_read(&self) -> bool {
-        matches!(self, Op::Get { .. } | Op::Scan { .. } | Op::Ttl { .. })
+        matches!(
+            self,
+            Op::Get { .. } | Op::Scan { .. } | Op::Ttl { .. } | Op::MGet { .. } | Op::Exists { .. }
+        )
     }
 
     /// Key and value bytes it carries: what it costs to replicate, roughly.
     pub fn bytes(&self) -> usize {
         match self {
             Op::MSet { pairs, .. } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            Op::MGet { keys } | Op::DelMany { keys } | Op::Exists { keys } => {
+                keys.iter().map(|k| k.len()).sum()
+            }
             _ => self.key().len() + self.value().map_or(0, <[u8]>::len),
         }
     }
@@ -292,7 +394,10 @@ impl Op {
             | Op::MSet { .. }
             | Op::IncrByFloat { .. }
             | Op::Expire { .. }
-            | Op::Ttl { .. } => None,
+            | Op::Ttl { .. }
+            | Op::MGet { .. }
+            | Op::DelMany { .. }
+            | Op::Exists { .. } => None,
         }
     }
 }
@@ -377,15 +482,25 @@ pub enum KvError {
         /// Why, in Redis's words where Redis has them.
         reason: String,
     },
-    /// Fewer servers than `min_copies` hold the write yet: it is applied on the primary and
-    /// will be confirmed once a backup is in sync; retry the same request.
-    #[error("not enough copies: {copies} of the {min_copies} required hold the write so far")]
+    /// Fewer servers than `min_copies` hold the write. With `copies` 0 the primary refused it
+    /// without applying it, its view having no backup to hold a second copy (Redis's
+    /// `NOREPLICAS`); otherwise it is applied on the primary and will be confirmed once a
+    /// backup is in sync. Either way, retry the same request.
+    #[error("not enough copies: {copies} of the {min_copies} required hold the write{}", so_far(.copies))]
     NoReplicas {
         /// Servers holding it.
         copies: u32,
         /// The service's `min_copies`.
         min_copies: u32,
     },
+}
+
+/// How a [`KvError::NoReplicas`] message ends: whether the write waits or was refused.
+fn so_far(copies: &u32) -> &'static str {
+    match copies {
+        0 => " (the view has no backup, so the write was not applied)",
+        _ => " so far",
+    }
 }
 
 impl KvError {
@@ -395,6 +510,13 @@ impl KvError {
             self,
             KvError::WrongServer { .. } | KvError::Unavailable { .. } | KvError::NoReplicas { .. }
         )
+    }
+
+    /// Whether this retryable answer says for certain that the attempt was not applied: only
+    /// the `NoReplicas` refusal (no copies). `WrongServer` and `Unavailable` also answer an
+    /// applied request whose confirmation never came, so they say nothing either way.
+    pub fn refused_unapplied(&self) -> bool {
+        matches!(self, KvError::NoReplicas { copies: 0, .. })
     }
 }
 

@@ -361,6 +361,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_write_refused_for_copies_is_no_replicas_and_one_that_may_be_applied_is_unknown() {
+        let refused = ClientError::Refused(KvError::NoReplicas {
+            copies: 0,
+            min_copies: 2,
+        });
+        assert_eq!(
+            error_code(&refused),
+            (StatusCode::SERVICE_UNAVAILABLE, "no_replicas")
+        );
+        let unknown = ClientError::Indeterminate {
+            deadline: std::time::Duration::from_secs(1),
+            last: "not enough copies: 1 of the 2 required hold the write so far".into(),
+        };
+        assert_eq!(
+            error_code(&unknown),
+            (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown")
+        );
+    }
+
+    #[test]
     fn paths_route_with_percent_decoded_keys() {
         let get = |path| route(&Method::GET, path);
         assert_eq!(get("/v1/kv"), Some(Route::List));

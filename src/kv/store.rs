@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::api::{
-    ExpireIf, KvError, Op, Reply, Request, ScanPage, Ttl, When, SCAN_BYTES, SCAN_MAX_KEYS,
+    ExpireIf, KvError, Op, Reply, Request, ScanPage, Ttl, Values, When, SCAN_BYTES, SCAN_MAX_KEYS,
 };
 use super::data::{Data, Record};
 use super::sessions::{Lookup, Session, SessionBounds, Sessions};
@@ -148,31 +148,24 @@ impl Store {
     }
 
     fn execute(&mut self, op: &Op) -> Reply {
-        let limits = self.limits;
         let now = self.clock_ms;
-        if op.key().len() > limits.max_value {
-            return too_large("key", op.key().len(), &limits);
-        }
-        if let Some(value) = op.value().filter(|v| v.len() > limits.max_value) {
-            return too_large("value", value.len(), &limits);
-        }
-        if let Op::MSet { pairs, .. } = op {
-            // One MSET must fit a forward to the backup like one value does.
-            if op.bytes() > limits.max_value {
-                return too_large("MSET (keys and values together)", op.bytes(), &limits);
-            }
-            for (key, value) in pairs {
-                if key.len() > limits.max_value {
-                    return too_large("key", key.len(), &limits);
-                }
-                if value.len() > limits.max_value {
-                    return too_large("value", value.len(), &limits);
-                }
-            }
+        if let Err(refused) = self.within_limits(op) {
+            return refused;
         }
         let previous = |r: Option<Record>| r.map(|r| r.value().to_vec());
         match op {
-            Op::Get { .. } | Op::Scan { .. } | Op::Ttl { .. } => self.read_at(op, now),
+            Op::Get { .. }
+            | Op::Scan { .. }
+            | Op::Ttl { .. }
+            | Op::MGet { .. }
+            | Op::Exists { .. } => self.read_at(op, now),
+            Op::DelMany { keys } => {
+                let removed = keys
+                    .iter()
+                    .filter(|key| self.data.remove(key).is_some())
+                    .count();
+                Reply::Ok(Some(removed.to_string().into_bytes()))
+            }
             Op::Put { key, value } => {
                 self.write(key, value);
                 Reply::Ok(None)
@@ -318,10 +311,31 @@ impl Store {
         if !op.is_read() {
             return invalid("only a read can be answered without replicating it");
         }
-        if op.key().len() > self.limits.max_value {
-            return too_large("key", op.key().len(), &self.limits);
+        if let Err(refused) = self.within_limits(op) {
+            return refused;
         }
         self.read_at(op, self.clock_ms.max(at_ms))
+    }
+
+    /// Whether `op`'s key and value are within the value limit, and an operation on several
+    /// keys within it as a whole: it must fit a forward to the backup like one value does (so
+    /// each of its keys and values does too).
+    fn within_limits(&self, op: &Op) -> Result<(), Reply> {
+        let limits = &self.limits;
+        if op.key().len() > limits.max_value {
+            return Err(too_large("key", op.key().len(), limits));
+        }
+        if let Some(value) = op.value().filter(|v| v.len() > limits.max_value) {
+            return Err(too_large("value", value.len(), limits));
+        }
+        if op.many_keys().is_some() && op.bytes() > limits.max_value {
+            let what = match op {
+                Op::MSet { .. } => "MSET (keys and values together)",
+                _ => "keys together",
+            };
+            return Err(too_large(what, op.bytes(), limits));
+        }
+        Ok(())
     }
 
     /// A read at service time `now` (see [`Store::read`]).
@@ -342,6 +356,20 @@ impl Store {
                     }
                 };
                 Reply::Ok(Some(ttl.to_string().into_bytes()))
+            }
+            Op::Exists { keys } => {
+                let present = keys.iter().filter(|key| live(key).is_some()).count();
+                Reply::Ok(Some(present.to_string().into_bytes()))
+            }
+            Op::MGet { keys } => {
+                let values: Vec<Option<&[u8]>> = keys.iter().map(|key| live(key)).collect();
+                let bytes = values.iter().flatten().map(|v| v.len()).sum::<usize>();
+                // The answer must fit a message back as an MSET of the same must fit one.
+                if bytes > self.limits.max_value {
+                    return too_large("MGET reply (values together)", bytes, &self.limits);
+                }
+                let values = values.into_iter().map(|v| v.map(<[u8]>::to_vec)).collect();
+                Reply::Ok(Some(Values(values).encode()))
             }
             Op::Scan {
                 prefix,
@@ -412,10 +440,10 @@ impl Store {
                 self.data.remove(key);
             }
         };
-        match op {
-            Op::MSet { pairs, .. } => pairs.iter().for_each(|(key, _)| reap_key(key)),
-            Op::Scan { .. } | Op::Flush => {}
-            other => reap_key(other.key()),
+        match op.many_keys() {
+            Some(keys) => keys.into_iter().for_each(reap_key),
+            None if matches!(op, Op::Scan { .. } | Op::Flush) => {}
+            None => reap_key(op.key()),
         }
         for _ in 0..REAP_PER_APPLY {
             match self.data.first_due() {
@@ -850,6 +878,107 @@ mod tests {
         assert!(
             small.data().is_empty(),
             "an MSET over the limit in total writes no key"
+        );
+    }
+
+    fn keys(keys: &[&str]) -> Vec<serde_bytes::ByteBuf> {
+        keys.iter()
+            .map(|k| serde_bytes::ByteBuf::from(k.as_bytes()))
+            .collect()
+    }
+
+    fn values(reply: Reply) -> Vec<Option<String>> {
+        let Reply::Ok(Some(bytes)) = reply else {
+            panic!("an MGET answers values, not {reply:?}");
+        };
+        let text = |v: Vec<u8>| String::from_utf8(v).expect("UTF-8");
+        let decoded = Values::decode(&bytes).expect("values");
+        decoded.0.into_iter().map(|v| v.map(text)).collect()
+    }
+
+    #[test]
+    fn mget_del_and_exists_take_several_keys_in_one_operation() {
+        let mut store = Store::new(Limits::default());
+        store.apply(&req(1, 1, put(b"a", b"1")), 0);
+        store.apply(&req(1, 2, put(b"b", b"")), 0);
+        store.apply(&req(1, 3, set("due", "x", Ttl::In(10))), 0);
+        let mget = Op::MGet {
+            keys: keys(&["a", "nope", "b", "a", "due"]),
+        };
+        let some = |v: &str| Some(v.to_string());
+        let want = vec![some("1"), None, some(""), some("1"), some("x")];
+        assert_eq!(values(store.apply(&req(2, 1, mget.clone()), 5)), want);
+        assert_eq!(values(store.read(&mget, 5)), want, "the same read alone");
+        // Past its deadline a key is absent to all three, and reaped by the applied ones.
+        let mut gone = want.clone();
+        gone[4] = None;
+        assert_eq!(values(store.read(&mget, 10)), gone);
+        let exists = Op::Exists {
+            keys: keys(&["a", "a", "b", "nope", "due"]),
+        };
+        let count = |n: &str| Reply::Ok(Some(n.as_bytes().to_vec()));
+        assert_eq!(store.read(&exists, 5), count("4"));
+        assert_eq!(store.apply(&req(2, 1, exists), 10), count("3"));
+        assert_eq!(store.data().get(b"due"), None, "reaped");
+        assert_eq!(store.sessions().len(), 1, "reads keep no session");
+        let del = Op::DelMany {
+            keys: keys(&["a", "nope", "a", "b"]),
+        };
+        assert_eq!(store.apply(&req(3, 1, del.clone()), 10), count("2"));
+        assert!(store.data().is_empty());
+        // A retry gets the saved reply and removes nothing written since.
+        store.apply(&req(1, 4, put(b"a", b"again")), 10);
+        assert_eq!(store.apply(&req(3, 1, del), 10), count("2"));
+        assert_eq!(store.data().get(b"a"), Some(&b"again"[..]));
+        let none = Op::MGet { keys: keys(&[]) };
+        assert_eq!(
+            values(store.apply(&req(2, 1, none), 10)),
+            Vec::<Option<String>>::new()
+        );
+    }
+
+    #[test]
+    fn several_keys_are_bounded_like_one_value() {
+        let limits = Limits {
+            max_value: 4,
+            ..Limits::default()
+        };
+        let mut store = Store::new(limits);
+        store.apply(&req(1, 1, put(b"a", b"123")), 0);
+        store.apply(&req(1, 2, put(b"b", b"45")), 0);
+        let refused = |reply: Reply| matches!(reply, Reply::Err(KvError::TooLarge { .. }));
+        // Keys of four bytes together fit, five do not; values of five bytes do not fit a reply.
+        let mget = |names: &[&str]| Op::MGet { keys: keys(names) };
+        assert!(!refused(store.read(&mget(&["b", "b", "c", "d"]), 0)));
+        assert!(refused(store.read(&mget(&["aa", "bbb"]), 0)));
+        assert!(refused(store.read(&mget(&["a", "b"]), 0)));
+        assert!(refused(store.apply(&req(2, 1, mget(&["a", "b"])), 0)));
+        let del = Op::DelMany {
+            keys: keys(&["a", "b", "cde"]),
+        };
+        assert!(refused(store.apply(&req(1, 3, del), 0)));
+        assert_eq!(store.data().len(), 2, "a refused DEL removes no key");
+        let exists = Op::Exists {
+            keys: keys(&["abc", "de"]),
+        };
+        assert!(refused(store.read(&exists, 0)));
+    }
+
+    #[test]
+    fn encoded_values_round_trip_and_damage_is_caught() {
+        let values = Values(vec![Some(b"v".to_vec()), None, Some(Vec::new())]);
+        let bytes = values.encode();
+        assert_eq!(
+            bytes.len(),
+            4 + 1 + 4 + 4,
+            "a length per value, then its bytes"
+        );
+        assert_eq!(Values::decode(&bytes), Ok(values));
+        assert_eq!(Values::decode(&[]), Ok(Values::default()));
+        assert!(Values::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(
+            Values::decode(&[5, 0, 0, 0, b'x']).is_err(),
+            "a value cut short"
         );
     }
 

@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 
+use super::subcommands::{hello, subcommand};
+use super::table;
 use crate::kv::api::{ExpireIf, Ttl, When};
 
 /// One parsed command.
@@ -16,32 +18,19 @@ pub enum Command {
     Quit,
     /// `SELECT 0` (only database 0 exists).
     Select,
-    /// `READONLY`: this connection's reads are stale reads, answered by the server it is
-    /// connected to from its own state (as a Redis Cluster replica does after `READONLY`).
-    ReadOnly,
-    /// `READWRITE`: this connection's reads are linearizable again (the default).
-    ReadWrite,
-    /// `HELLO [protover] [AUTH user password] [SETNAME name]`.
-    Hello {
-        /// The protocol version asked for.
-        version: Option<i64>,
-        /// The password given with `AUTH`.
-        password: Option<Bytes>,
-        /// The connection name given with `SETNAME`.
-        name: Option<Bytes>,
-    },
-    /// `AUTH [user] password`.
-    Auth(Bytes),
-    /// `CLIENT SETNAME name`.
-    ClientSetName(Bytes),
-    /// `CLIENT GETNAME`.
-    ClientGetName,
-    /// `CLIENT ID`.
-    ClientId,
-    /// `CLIENT` subcommands answered OK and otherwise ignored (`SETINFO`, `NO-EVICT`, ...).
+    /// A command about the connection itself.
+    Connection(ConnectionCommand),
+    /// `CLIENT` subcommands answered OK and otherwise ignored (`SETINFO`, `NO-EVICT`).
     ClientOk,
-    /// `COMMAND`, `COMMAND DOCS`, ...: no command table (an empty answer).
-    CommandTable,
+    /// `CLIENT HELP`, `COMMAND HELP`, `CONFIG HELP`: the container's subcommands, described.
+    Help(&'static str),
+    /// `COMMAND [INFO name...]`: each command's arity, flags and key positions (all if none
+    /// are named).
+    CommandInfo(Vec<Bytes>),
+    /// `COMMAND DOCS [name...]`: each command's summary and arguments (all if none are named).
+    CommandDocs(Vec<Bytes>),
+    /// `COMMAND LIST`.
+    CommandList,
     /// `COMMAND COUNT`.
     CommandCount,
     /// `CONFIG GET pattern`: viewkv has no Redis configuration (an empty answer).
@@ -111,6 +100,40 @@ pub enum Command {
     Flush,
 }
 
+/// A command that changes or describes the connection itself rather than the data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionCommand {
+    /// `RESET`: the connection's state back to a new connection's.
+    Reset,
+    /// `READONLY`: this connection's reads are stale reads, answered by the server it is
+    /// connected to from its own state (as a Redis Cluster replica does after `READONLY`).
+    ReadOnly,
+    /// `READWRITE`: this connection's reads are linearizable again (the default).
+    ReadWrite,
+    /// `HELLO [protover] [AUTH user password] [SETNAME name]`.
+    Hello {
+        /// The protocol version asked for.
+        version: Option<i64>,
+        /// The password given with `AUTH`.
+        password: Option<Bytes>,
+        /// The connection name given with `SETNAME`.
+        name: Option<Bytes>,
+    },
+    /// `AUTH [user] password`.
+    Auth(Bytes),
+    /// `CLIENT SETNAME name`.
+    ClientSetName(Bytes),
+    /// `CLIENT GETNAME`.
+    ClientGetName,
+    /// `CLIENT ID`.
+    ClientId,
+    /// `CLIENT INFO`.
+    ClientInfo,
+    /// `CLIENT LIST [TYPE type] [ID id...]`: the ids of the connections to list (`None`: any;
+    /// a `TYPE` other than `normal` lists none).
+    ClientList(Option<Vec<u64>>),
+}
+
 /// How a `SET`-like command answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SetShape {
@@ -125,11 +148,11 @@ pub enum SetShape {
 /// A command refused before it ran: Redis's error text, without the leading `-`.
 pub type Refusal = String;
 
-fn arity(name: &str) -> Refusal {
+pub(super) fn arity(name: &str) -> Refusal {
     format!("ERR wrong number of arguments for '{name}' command")
 }
 
-const SYNTAX: &str = "ERR syntax error";
+pub(super) const SYNTAX: &str = "ERR syntax error";
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 
 fn unknown(name: &[u8], args: &[Bytes]) -> Refusal {
@@ -143,192 +166,114 @@ fn unknown(name: &[u8], args: &[Bytes]) -> Refusal {
     text
 }
 
-fn integer(arg: &Bytes) -> Result<i64, Refusal> {
+pub(super) fn integer(arg: &Bytes) -> Result<i64, Refusal> {
     std::str::from_utf8(arg)
         .ok()
         .and_then(|text| text.parse().ok())
         .ok_or_else(|| NOT_AN_INTEGER.to_string())
 }
 
-/// The command in `args` (its name first), or why it is refused.
+/// The command in `args` (its name first), or why it is refused. The name and the number of
+/// arguments are checked against the command table (`table.rs`), in Redis's words.
 pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
     let Some((name, rest)) = args.split_first() else {
         return Err("ERR empty command".into());
     };
-    let upper = name.to_ascii_uppercase();
-    let lower = String::from_utf8_lossy(name).to_lowercase();
-    let exactly = |n: usize| {
-        if rest.len() == n {
-            Ok(())
-        } else {
-            Err(arity(&lower))
-        }
+    let Some(spec) = table::command(name) else {
+        return Err(unserved(name, rest));
     };
-    let at_least = |n: usize| {
-        if rest.len() >= n {
-            Ok(())
-        } else {
-            Err(arity(&lower))
-        }
-    };
+    if !spec.fits(args.len()) {
+        return Err(arity(spec.name));
+    }
+    if !spec.subcommands.is_empty() {
+        return subcommand(spec, rest);
+    }
+    let lower = spec.name;
+    // The arity check above makes every index below one that exists.
     let arg = |i: usize| rest[i].clone();
-    Ok(match upper.as_slice() {
-        b"PING" => match rest {
+    Ok(match lower {
+        "ping" => match rest {
             [] => Command::Ping(None),
             [message] => Command::Ping(Some(message.clone())),
-            _ => return Err(arity(&lower)),
+            _ => return Err(arity(lower)),
         },
-        b"ECHO" => {
-            exactly(1)?;
-            Command::Echo(arg(0))
-        }
-        b"QUIT" => Command::Quit,
-        b"READONLY" => {
-            exactly(0)?;
-            Command::ReadOnly
-        }
-        b"READWRITE" => {
-            exactly(0)?;
-            Command::ReadWrite
-        }
-        b"SELECT" => {
-            exactly(1)?;
+        "echo" => Command::Echo(arg(0)),
+        "quit" => Command::Quit,
+        "reset" => Command::Connection(ConnectionCommand::Reset),
+        "readonly" => Command::Connection(ConnectionCommand::ReadOnly),
+        "readwrite" => Command::Connection(ConnectionCommand::ReadWrite),
+        "select" => {
             if integer(&arg(0))? != 0 {
                 return Err("ERR DB index is out of range".into());
             }
             Command::Select
         }
-        b"HELLO" => hello(rest)?,
-        b"AUTH" => match rest {
-            [password] | [_, password] => Command::Auth(password.clone()),
-            _ => return Err(arity(&lower)),
-        },
-        b"CLIENT" => client(rest)?,
-        b"COMMAND" => match rest.first().map(|s| s.to_ascii_uppercase()) {
-            Some(sub) if sub == b"COUNT" => Command::CommandCount,
-            _ => Command::CommandTable,
-        },
-        b"CONFIG" => {
-            at_least(1)?;
-            if !rest[0].eq_ignore_ascii_case(b"GET") {
-                return Err(format!(
-                    "ERR viewkv has no Redis configuration: CONFIG {} is not supported",
-                    String::from_utf8_lossy(&rest[0])
-                ));
+        "hello" => hello(rest)?,
+        "auth" => match rest {
+            [password] | [_, password] => {
+                Command::Connection(ConnectionCommand::Auth(password.clone()))
             }
-            Command::ConfigGet
-        }
-        b"INFO" => Command::Info(
+            _ => return Err(SYNTAX.into()),
+        },
+        "info" => Command::Info(
             rest.first()
                 .map(|s| String::from_utf8_lossy(s).to_lowercase()),
         ),
-        b"DBSIZE" => {
-            exactly(0)?;
-            Command::DbSize
-        }
-        b"GET" => {
-            exactly(1)?;
-            Command::Get(arg(0))
-        }
-        b"SET" => set(rest, &lower)?,
-        b"SETNX" => {
-            exactly(2)?;
-            Command::Set {
-                key: arg(0),
-                value: arg(1),
-                when: When::Absent,
-                get: false,
-                ttl: Ttl::Clear,
-                shape: SetShape::SetNx,
-            }
-        }
-        b"GETSET" => {
-            exactly(2)?;
-            Command::Set {
-                key: arg(0),
-                value: arg(1),
-                when: When::Always,
-                get: true,
-                ttl: Ttl::Clear,
-                shape: SetShape::GetSet,
-            }
-        }
-        b"GETDEL" => {
-            exactly(1)?;
-            Command::GetDel(arg(0))
-        }
-        b"APPEND" => {
-            exactly(2)?;
-            Command::Append(arg(0), arg(1))
-        }
-        b"STRLEN" => {
-            exactly(1)?;
-            Command::Strlen(arg(0))
-        }
-        b"DEL" | b"UNLINK" => {
-            at_least(1)?;
-            Command::Del(rest.to_vec())
-        }
-        b"EXISTS" => {
-            at_least(1)?;
-            Command::Exists(rest.to_vec())
-        }
-        b"MGET" => {
-            at_least(1)?;
-            Command::MGet(rest.to_vec())
-        }
-        b"MSET" | b"MSETNX" => {
-            if rest.is_empty() || rest.len() % 2 != 0 {
-                return Err(arity(&lower));
+        "dbsize" => Command::DbSize,
+        "get" => Command::Get(arg(0)),
+        "set" => set(rest, lower)?,
+        "setnx" => Command::Set {
+            key: arg(0),
+            value: arg(1),
+            when: When::Absent,
+            get: false,
+            ttl: Ttl::Clear,
+            shape: SetShape::SetNx,
+        },
+        "getset" => Command::Set {
+            key: arg(0),
+            value: arg(1),
+            when: When::Always,
+            get: true,
+            ttl: Ttl::Clear,
+            shape: SetShape::GetSet,
+        },
+        "getdel" => Command::GetDel(arg(0)),
+        "append" => Command::Append(arg(0), arg(1)),
+        "strlen" => Command::Strlen(arg(0)),
+        "del" | "unlink" => Command::Del(rest.to_vec()),
+        "exists" => Command::Exists(rest.to_vec()),
+        "mget" => Command::MGet(rest.to_vec()),
+        "mset" | "msetnx" => {
+            if rest.len() % 2 != 0 {
+                return Err(arity(lower));
             }
             Command::MSet(
                 rest.chunks(2)
                     .map(|pair| (pair[0].clone(), pair[1].clone()))
                     .collect(),
-                name.eq_ignore_ascii_case(b"MSETNX"),
+                lower == "msetnx",
             )
         }
-        b"INCRBYFLOAT" => {
-            exactly(2)?;
-            Command::IncrByFloat(arg(0), arg(1))
-        }
-        b"INCR" => {
-            exactly(1)?;
-            Command::IncrBy(arg(0), 1)
-        }
-        b"DECR" => {
-            exactly(1)?;
-            Command::IncrBy(arg(0), -1)
-        }
-        b"INCRBY" => {
-            exactly(2)?;
-            Command::IncrBy(arg(0), integer(&arg(1))?)
-        }
-        b"DECRBY" => {
-            exactly(2)?;
+        "incrbyfloat" => Command::IncrByFloat(arg(0), arg(1)),
+        "incr" => Command::IncrBy(arg(0), 1),
+        "decr" => Command::IncrBy(arg(0), -1),
+        "incrby" => Command::IncrBy(arg(0), integer(&arg(1))?),
+        "decrby" => {
             let by = integer(&arg(1))?;
             Command::IncrBy(arg(0), by.checked_neg().ok_or(NOT_AN_INTEGER)?)
         }
-        b"TYPE" => {
-            exactly(1)?;
-            Command::Type(arg(0))
-        }
-        b"PUTHASH" => {
-            exactly(2)?;
-            Command::PutHash(arg(0), arg(1))
-        }
-        b"SETEX" | b"PSETEX" => {
-            exactly(3)?;
-            Command::Set {
-                key: arg(0),
-                value: arg(2),
-                when: When::Always,
-                get: false,
-                ttl: Ttl::In(ttl_ms(&arg(1), name.eq_ignore_ascii_case(b"SETEX"), &lower)?),
-                shape: SetShape::Set,
-            }
-        }
-        b"EXPIRE" | b"PEXPIRE" => {
+        "type" => Command::Type(arg(0)),
+        "puthash" => Command::PutHash(arg(0), arg(1)),
+        "setex" | "psetex" => Command::Set {
+            key: arg(0),
+            value: arg(2),
+            when: When::Always,
+            get: false,
+            ttl: Ttl::In(ttl_ms(&arg(1), lower == "setex", lower)?),
+            shape: SetShape::Set,
+        },
+        "expire" | "pexpire" => {
             let only = match rest {
                 [_, _] => ExpireIf::Always,
                 [_, _, option] => match &*option.to_ascii_uppercase() {
@@ -336,58 +281,57 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
                     b"XX" => ExpireIf::HasDeadline,
                     b"GT" => ExpireIf::Later,
                     b"LT" => ExpireIf::Earlier,
-                    _ => return Err(format!("ERR Unsupported option {}", String::from_utf8_lossy(option))),
+                    _ => {
+                        return Err(format!(
+                            "ERR Unsupported option {}",
+                            String::from_utf8_lossy(option)
+                        ))
+                    }
                 },
-                _ => return Err(arity(&lower)),
+                _ => return Err(arity(lower)),
             };
             let amount = integer(&arg(1))?;
-            let seconds = name.eq_ignore_ascii_case(b"EXPIRE");
             let ms = if amount <= 0 {
                 0
-            } else if seconds {
-                u64::try_from(amount).ok().and_then(|s| s.checked_mul(1000)).ok_or_else(|| {
-                    Refusal::from(format!("ERR invalid expire time in '{lower}' command"))
-                })?
+            } else if lower == "expire" {
+                u64::try_from(amount)
+                    .ok()
+                    .and_then(|s| s.checked_mul(1000))
+                    .ok_or_else(|| {
+                        Refusal::from(format!("ERR invalid expire time in '{lower}' command"))
+                    })?
             } else {
                 amount.unsigned_abs()
             };
             Command::Expire(arg(0), Some(ms), only)
         }
-        b"PERSIST" => {
-            exactly(1)?;
-            Command::Expire(arg(0), None, ExpireIf::Always)
-        }
-        b"TTL" | b"PTTL" => {
-            exactly(1)?;
-            Command::Ttl(arg(0), name.eq_ignore_ascii_case(b"PTTL"))
-        }
-        b"EXPIREAT" | b"PEXPIREAT" | b"GETEX" => {
-            return Err(format!(
-                "ERR viewkv does not support {} (expiry runs on the service clock, not the wall clock's absolute times)",
-                lower.to_uppercase()
-            ))
-        }
-        b"KEYS" => {
-            exactly(1)?;
-            Command::Keys(arg(0))
-        }
-        b"SCAN" => scan(rest, &lower)?,
-        b"FLUSHDB" | b"FLUSHALL" => match rest {
+        "persist" => Command::Expire(arg(0), None, ExpireIf::Always),
+        "ttl" | "pttl" => Command::Ttl(arg(0), lower == "pttl"),
+        "keys" => Command::Keys(arg(0)),
+        "scan" => scan(rest, lower)?,
+        "flushdb" | "flushall" => match rest {
             [] => Command::Flush,
             [mode] if [&b"ASYNC"[..], b"SYNC"].contains(&&*mode.to_ascii_uppercase()) => {
                 Command::Flush
             }
             [_] => return Err(SYNTAX.into()),
-            _ => return Err(arity(&lower)),
+            _ => return Err(arity(lower)),
         },
-        b"MULTI" | b"EXEC" | b"RESET" => {
-            return Err(format!(
-                "ERR viewkv does not support {} yet",
-                lower.to_uppercase()
-            ))
-        }
-        _ => return Err(unknown(name, rest)),
+        other => return Err(format!("ERR viewkv lists '{other}' but cannot run it")),
     })
+}
+
+/// Why a command the table does not list is refused: those viewkv knows it does not serve
+/// say why, the rest are unknown.
+fn unserved(name: &[u8], rest: &[Bytes]) -> Refusal {
+    let upper = String::from_utf8_lossy(name).to_uppercase();
+    match upper.as_str() {
+        "EXPIREAT" | "PEXPIREAT" | "GETEX" => format!(
+            "ERR viewkv does not support {upper} (expiry runs on the service clock, not the wall clock's absolute times)"
+        ),
+        "MULTI" | "EXEC" => format!("ERR viewkv does not support {upper} yet"),
+        _ => unknown(name, rest),
+    }
 }
 
 fn scan(rest: &[Bytes], lower: &str) -> Result<Command, Refusal> {
@@ -467,56 +411,6 @@ fn ttl_ms(amount: &Bytes, seconds: bool, lower: &str) -> Result<u64, Refusal> {
     } else {
         Ok(amount)
     }
-}
-
-fn hello(rest: &[Bytes]) -> Result<Command, Refusal> {
-    let mut version = None;
-    let mut password = None;
-    let mut name = None;
-    let mut args = rest.iter();
-    if let Some(first) = rest.first() {
-        version = Some(
-            integer(first).map_err(|_| "ERR Protocol version is not an integer or out of range")?,
-        );
-        args.next();
-    }
-    while let Some(option) = args.next() {
-        match option.to_ascii_uppercase().as_slice() {
-            b"AUTH" => {
-                let (Some(_user), Some(pass)) = (args.next(), args.next()) else {
-                    return Err(SYNTAX.into());
-                };
-                password = Some(pass.clone());
-            }
-            b"SETNAME" => {
-                let Some(value) = args.next() else {
-                    return Err(SYNTAX.into());
-                };
-                name = Some(value.clone());
-            }
-            _ => return Err(SYNTAX.into()),
-        }
-    }
-    Ok(Command::Hello {
-        version,
-        password,
-        name,
-    })
-}
-
-fn client(rest: &[Bytes]) -> Result<Command, Refusal> {
-    let Some((sub, args)) = rest.split_first() else {
-        return Err(arity("client"));
-    };
-    Ok(match sub.to_ascii_uppercase().as_slice() {
-        b"SETNAME" => match args {
-            [name] => Command::ClientSetName(name.clone()),
-            _ => return Err(arity("client|setname")),
-        },
-        b"GETNAME" => Command::ClientGetName,
-        b"ID" => Command::ClientId,
-        _ => Command::ClientOk,
-    })
 }
 
 #[cfg(test)]
@@ -644,20 +538,29 @@ mod tests {
     fn connection_commands_parse() {
         assert_eq!(
             parsed("HELLO 3 AUTH default pw SETNAME app"),
-            Ok(Command::Hello {
+            Ok(Command::Connection(ConnectionCommand::Hello {
                 version: Some(3),
                 password: Some("pw".into()),
                 name: Some("app".into()),
-            })
+            }))
         );
-        assert_eq!(parsed("AUTH default pw"), Ok(Command::Auth("pw".into())));
+        assert_eq!(
+            parsed("AUTH default pw"),
+            Ok(Command::Connection(ConnectionCommand::Auth("pw".into())))
+        );
         assert_eq!(parsed("SELECT 0"), Ok(Command::Select));
-        assert_eq!(parsed("readonly"), Ok(Command::ReadOnly));
-        assert_eq!(parsed("READWRITE"), Ok(Command::ReadWrite));
+        assert_eq!(
+            parsed("readonly"),
+            Ok(Command::Connection(ConnectionCommand::ReadOnly))
+        );
+        assert_eq!(
+            parsed("READWRITE"),
+            Ok(Command::Connection(ConnectionCommand::ReadWrite))
+        );
         assert!(parsed("READONLY now").is_err());
         assert!(parsed("SELECT 1").is_err());
         assert_eq!(parsed("COMMAND COUNT"), Ok(Command::CommandCount));
-        assert_eq!(parsed("COMMAND DOCS"), Ok(Command::CommandTable));
+        assert_eq!(parsed("COMMAND DOCS"), Ok(Command::CommandDocs(Vec::new())));
         assert_eq!(parsed("CLIENT SETINFO lib-name x"), Ok(Command::ClientOk));
         assert!(parse(&[]).is_err());
     }

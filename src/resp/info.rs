@@ -2,9 +2,15 @@
 
 use super::REDIS_VERSION;
 
-/// The `INFO` text for `section` (all sections if `None`), from the server's status document
-/// and the service's key count (if the primary answered).
-pub fn info(status: &serde_json::Value, keys: Option<u64>, section: Option<&str>) -> String {
+/// The `INFO` text for `section` (all sections if `None`), from the server's status document,
+/// the service's key count (if the primary answered) and this process's resident memory (if
+/// known).
+pub fn info(
+    status: &serde_json::Value,
+    keys: Option<u64>,
+    rss: Option<u64>,
+    section: Option<&str>,
+) -> String {
     let wanted = |name: &str| {
         section.is_none_or(|s| s == name || s == "all" || s == "default" || s == "everything")
     };
@@ -40,6 +46,9 @@ pub fn info(status: &serde_json::Value, keys: Option<u64>, section: Option<&str>
     }
     if wanted("memory") {
         out.push_str("# Memory\r\n");
+        if let Some(rss) = rss {
+            out.push_str(&format!("used_memory_rss:{rss}\r\n"));
+        }
         out.push_str(&format!("viewkv_data_bytes:{}\r\n", number("bytes")));
         out.push_str("\r\n");
     }
@@ -63,7 +72,7 @@ mod tests {
             "id": "s1", "role": "primary", "bytes": 12,
             "view": {"num": 4, "primary": "s1", "backup": "s2"},
         });
-        let all = info(&status, Some(3), None);
+        let all = info(&status, Some(3), Some(4096), None);
         for line in [
             "role:master",
             "viewkv_view:4",
@@ -71,13 +80,14 @@ mod tests {
             "connected_slaves:1",
             "db0:keys=3,expires=0,avg_ttl=0",
             "viewkv_data_bytes:12",
+            "used_memory_rss:4096",
         ] {
             assert!(all.contains(line), "{line} in {all}");
         }
-        let replication = info(&status, Some(3), Some("replication"));
+        let replication = info(&status, Some(3), None, Some("replication"));
         assert!(replication.starts_with("# Replication") && !replication.contains("Keyspace"));
         let backup = serde_json::json!({"role": "backup", "view": {"num": 4}});
-        let replication = info(&backup, None, Some("replication"));
+        let replication = info(&backup, None, None, Some("replication"));
         assert!(replication.contains("role:master") && replication.contains("viewkv_role:backup"));
     }
 }

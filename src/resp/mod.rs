@@ -7,11 +7,14 @@
 
 mod command;
 mod connection;
+mod docs;
 mod info;
 mod pipeline;
 mod scan;
+mod subcommands;
+mod table;
 
-pub use command::{parse, Command, Refusal, SetShape};
+pub use command::{parse, Command, ConnectionCommand, Refusal, SetShape};
 pub use scan::{Cursors, Glob, MAX_CURSORS};
 
 use std::future::Future;
@@ -27,8 +30,6 @@ use crate::Client;
 
 /// The Redis version viewkv reports (`INFO`, `HELLO`): the release whose commands it follows.
 pub const REDIS_VERSION: &str = "7.0.0";
-/// How many commands `COMMAND COUNT` reports.
-pub const COMMANDS: usize = 55;
 /// Most connections served at once; one more is closed at once.
 pub const MAX_CONNECTIONS: usize = 4096;
 

@@ -3,12 +3,13 @@
 //! once as a pipeline — each handed to the primary in order before any is waited for, so their
 //! copies travel to the backup together — and every other command one at a time.
 
+use bytes::Bytes;
 use redis_protocol::resp2::types::BytesFrame;
 
 use super::command::{Command, SetShape};
 use super::connection::{bulk, decimal, failure, simple};
 use crate::client::ClientError;
-use crate::kv::api::Op;
+use crate::kv::api::{Op, Values};
 
 /// Most commands one pipeline run hands over before waiting: also the most client sessions a
 /// connection keeps for it.
@@ -40,6 +41,8 @@ pub enum Shape {
     MSet(bool),
     /// TTL in seconds (`false`, rounded as Redis does) or PTTL in ms.
     Ttl(bool),
+    /// An array of values or nils ([`Values`], encoded: MGET).
+    Values,
 }
 
 /// `command` as one operation, or the command back if it is not one.
@@ -113,9 +116,34 @@ pub fn plan(command: Command) -> Result<Plan, Command> {
             Shape::Integer,
         ),
         Command::Ttl(key, in_ms) => (Op::Ttl { key: key.to_vec() }, Shape::Ttl(in_ms)),
+        Command::MGet(keys) => (
+            Op::MGet {
+                keys: byte_bufs(keys),
+            },
+            Shape::Values,
+        ),
+        Command::Del(keys) => (
+            Op::DelMany {
+                keys: byte_bufs(keys),
+            },
+            Shape::Integer,
+        ),
+        Command::Exists(keys) => (
+            Op::Exists {
+                keys: byte_bufs(keys),
+            },
+            Shape::Integer,
+        ),
         other => return Err(other),
     };
     Ok(Plan { op, shape })
+}
+
+/// Keys as an operation carries them.
+fn byte_bufs(keys: Vec<Bytes>) -> Vec<serde_bytes::ByteBuf> {
+    keys.into_iter()
+        .map(|key| serde_bytes::ByteBuf::from(key.to_vec()))
+        .collect()
 }
 
 impl Shape {
@@ -144,6 +172,10 @@ impl Shape {
                 }
                 other => other,
             },
+            Shape::Values => match Values::decode(&value.unwrap_or_default()) {
+                Ok(Values(values)) => BytesFrame::Array(values.into_iter().map(bulk).collect()),
+                Err(err) => failure(ClientError::BadReply(err.to_string())),
+            },
         }
     }
 }
@@ -152,7 +184,6 @@ impl Shape {
 mod tests {
     use super::*;
     use crate::resp::parse;
-    use bytes::Bytes;
 
     fn planned(line: &str) -> Result<Plan, Command> {
         let args: Vec<Bytes> = line
@@ -175,9 +206,17 @@ mod tests {
             planned("PTTL k").ok().map(|p| p.shape),
             Some(Shape::Ttl(true))
         );
-        for other in [
-            "DEL a b", "MGET a b", "PING", "DBSIZE", "KEYS *", "SELECT 0",
+        for (line, shape) in [
+            ("MGET a b a", Shape::Values),
+            ("DEL a b", Shape::Integer),
+            ("UNLINK a", Shape::Integer),
+            ("EXISTS a a", Shape::Integer),
         ] {
+            assert_eq!(planned(line).ok().map(|p| p.shape), Some(shape), "{line}");
+        }
+        let mget = planned("MGET a b a").expect("MGET is one operation");
+        assert_eq!(mget.op.many_keys(), Some(vec![&b"a"[..], b"b", b"a"]));
+        for other in ["PING", "DBSIZE", "KEYS *", "SELECT 0"] {
             assert!(planned(other).is_err(), "{other}");
         }
     }
@@ -201,5 +240,22 @@ mod tests {
         assert_eq!(Shape::Ttl(false).frame(ok("-2")), BytesFrame::Integer(-2));
         assert_eq!(Shape::MSet(false).frame(ok("1")), simple("OK"));
         assert_eq!(Shape::MSet(true).frame(ok("0")), BytesFrame::Integer(0));
+        let refused = ClientError::Refused(crate::kv::api::KvError::NoReplicas {
+            copies: 0,
+            min_copies: 2,
+        });
+        assert_eq!(
+            Shape::Set(SetShape::Set, false).frame(Err(refused)),
+            BytesFrame::Error("NOREPLICAS Not enough good replicas to write.".into())
+        );
+        let values = Values(vec![Some(b"v".to_vec()), None]).encode();
+        assert_eq!(
+            Shape::Values.frame(Ok(Some(values))),
+            BytesFrame::Array(vec![BytesFrame::BulkString("v".into()), BytesFrame::Null])
+        );
+        assert!(matches!(
+            Shape::Values.frame(ok("xy")),
+            BytesFrame::Error(text) if text.starts_with("ERR unreadable reply")
+        ));
     }
 }

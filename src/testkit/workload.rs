@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::check::{check, check_appends, element, AppendReport, Call, Operation, Report};
 use crate::client::ClientError;
+use crate::kv::api::KvError;
 use crate::Client;
 
 /// Keys of the register workload (checked for linearizability).
@@ -77,12 +78,14 @@ impl Recorder {
         };
         match result {
             Ok(value) => self.push(Operation::ok(who, call, invoke, self.now(), value)),
-            // A read that failed changed nothing, and a client that never reached a monitor sent
-            // nothing; recorded as unknown, they constrain nothing either way.
+            // A read that failed changed nothing, a client that never reached a monitor sent
+            // nothing, and a write refused at every attempt for want of a backup was never
+            // applied; recorded as unknown, they constrain nothing either way.
             Err(
                 ClientError::Indeterminate { .. }
                 | ClientError::ReadFailed { .. }
-                | ClientError::NoMonitors { .. },
+                | ClientError::NoMonitors { .. }
+                | ClientError::Refused(KvError::NoReplicas { .. }),
             ) => self.push(Operation::unknown(who, call, invoke)),
             Err(
                 err @ (ClientError::Refused(_)

@@ -98,6 +98,17 @@ impl Replica {
                 ),
             }));
         }
+        let min_copies = self.settings.min_copies;
+        if !is_read && min_copies > 1 && self.view.backup.is_none() {
+            // No server could hold a second copy, so the write could never be confirmed:
+            // refuse it unapplied, as Redis does when too few replicas are connected. With a
+            // backup in the view, even one still syncing, writes are applied and wait: its
+            // transfer carries them.
+            return Submit::Reply(Reply::Err(KvError::NoReplicas {
+                copies: 0,
+                min_copies,
+            }));
+        }
         let at_ms = p.clock.now_ms(now).max(self.store.clock_ms());
         if is_read && !p.synced {
             // No other server can be made primary while our backup is not in sync (only a

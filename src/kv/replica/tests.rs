@@ -151,26 +151,36 @@ fn the_first_primary_holds_an_empty_state_and_a_later_one_without_state_refuses(
 }
 
 #[test]
-fn with_min_copies_2_a_lone_primary_never_confirms_a_write() {
+fn with_min_copies_2_a_primary_without_a_backup_refuses_writes_unapplied() {
     let a = member("a", 1);
     let mut lone = Replica::new(a.clone(), settings(2));
     lone.on_view(view(1, &a, None), Instant::now());
-    let Submit::Wait { index, .. } = lone.on_request(put(1, 1, "k", "v"), Instant::now(), T0_WALL)
-    else {
-        panic!("a write waits");
-    };
-    assert!(lone.progress().confirmed < index);
-    assert!(matches!(
-        lone.unconfirmed_error(),
-        KvError::NoReplicas {
-            copies: 1,
-            min_copies: 2
-        }
-    ));
+    let refused = Submit::Reply(Reply::Err(KvError::NoReplicas {
+        copies: 0,
+        min_copies: 2,
+    }));
+    assert_eq!(
+        lone.on_request(put(1, 1, "k", "v"), Instant::now(), T0_WALL),
+        refused
+    );
+    assert!(KvError::NoReplicas {
+        copies: 0,
+        min_copies: 2
+    }
+    .refused_unapplied());
+    assert_eq!(
+        (
+            lone.index(),
+            lone.store().data().len(),
+            lone.store().sessions().len()
+        ),
+        (0, 0, 0),
+        "nothing applied, not even to the duplicate table"
+    );
     // Reads still work: no other server can be primary.
     assert_eq!(
         lone.on_request(get("k"), Instant::now(), T0_WALL),
-        Submit::Reply(Reply::Ok(Some(b"v".to_vec())))
+        Submit::Reply(Reply::Ok(None))
     );
     let mut one = Replica::new(a.clone(), settings(1));
     one.on_view(view(1, &a, None), Instant::now());
@@ -180,6 +190,36 @@ fn with_min_copies_2_a_lone_primary_never_confirms_a_write() {
         1,
         "min_copies = 1: confirmed alone"
     );
+}
+
+#[test]
+fn a_write_applied_for_a_backup_that_left_the_view_waits_and_is_not_applied_twice() {
+    let mut pair = Pair::new(2);
+    let Submit::Wait { index, .. } = pair.write(put(1, 1, "k", "v")) else {
+        panic!("with a backup syncing, a write is applied and waits");
+    };
+    // The backup leaves before it synced: the write stays unconfirmed, and what its client
+    // hears after the confirmation timeout says it is held by one server.
+    let alone = view(3, pair.p.me(), None);
+    pair.p.on_view(alone, pair.now);
+    assert!(pair.p.progress().confirmed < index);
+    assert!(matches!(
+        pair.p.unconfirmed_error(),
+        KvError::NoReplicas {
+            copies: 1,
+            min_copies: 2
+        }
+    ));
+    assert!(!pair.p.unconfirmed_error().refused_unapplied());
+    // Its retry, and any new write, is refused without being applied.
+    for request in [put(1, 1, "k", "v"), put(1, 2, "k", "w")] {
+        assert!(matches!(
+            pair.write(request),
+            Submit::Reply(Reply::Err(KvError::NoReplicas { copies: 0, .. }))
+        ));
+    }
+    assert_eq!(pair.p.index(), index);
+    assert_eq!(pair.p.store().data().get(b"k"), Some(&b"v"[..]));
 }
 
 #[test]
@@ -375,7 +415,7 @@ fn a_refusing_backup_fences_the_primary() {
         Submit::Reply(Reply::Err(KvError::WrongServer { view: 2 }))
     );
     // A new view lifts the fence.
-    let next = view(3, pair.p.me(), None);
+    let next = view(3, pair.p.me(), Some(pair.b.me()));
     pair.p.on_view(next, pair.now);
     assert!(matches!(
         pair.write(put(1, 1, "k", "v")),

@@ -4,6 +4,7 @@
 //! is handed to the primary all at once (see `pipeline.rs`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::decode::decode_bytes_mut;
@@ -14,12 +15,15 @@ use redis_protocol::resp3::types::BytesFrame as Frame3;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::command::{parse, Command, Refusal};
+mod state;
+
+use super::command::{parse, Command, ConnectionCommand, Refusal};
+use super::docs;
 use super::info::info;
 use super::pipeline::{plan, Plan, MAX_RUN};
 use super::scan::Glob;
 use super::Context;
-use crate::client::{ClientError, ReadConsistency};
+use crate::client::ClientError;
 use crate::kv::api::{KvError, SCAN_MAX_KEYS};
 use crate::Client;
 
@@ -44,6 +48,12 @@ struct Connection {
     sessions: Vec<Client>,
     /// The server's context.
     context: Arc<Context>,
+    /// The client's address (`CLIENT INFO`'s `addr`).
+    peer: String,
+    /// The address it connected to (`CLIENT INFO`'s `laddr`).
+    local: String,
+    /// When it connected (`CLIENT INFO`'s `age`).
+    since: Instant,
 }
 
 fn error(text: impl Into<String>) -> BytesFrame {
@@ -238,7 +248,12 @@ impl Connection {
         };
         let open = matches!(
             command,
-            Command::Auth(_) | Command::Hello { .. } | Command::Quit
+            Command::Quit
+                | Command::Connection(
+                    ConnectionCommand::Auth(_)
+                        | ConnectionCommand::Hello { .. }
+                        | ConnectionCommand::Reset
+                )
         );
         if !self.authenticated && !open {
             return Outcome::Reply(error("NOAUTH Authentication required."));
@@ -344,14 +359,6 @@ impl Connection {
         }
     }
 
-    /// Whether `password` is the cluster secret.
-    fn proves(&self, password: &[u8]) -> bool {
-        self.context
-            .secret
-            .as_ref()
-            .is_some_and(|secret| secret.matches(password))
-    }
-
     async fn run_command(&mut self, command: Command) -> BytesFrame {
         let client = &mut self.client;
         match command {
@@ -366,7 +373,10 @@ impl Connection {
             | Command::IncrBy(..)
             | Command::PutHash(..)
             | Command::Expire(..)
-            | Command::Ttl(..)) => match plan(one) {
+            | Command::Ttl(..)
+            | Command::MGet(_)
+            | Command::Del(_)
+            | Command::Exists(_)) => match plan(one) {
                 Ok(Plan { op, shape }) => shape.frame(client.execute(op).await),
                 Err(_) => error("ERR this command is not one operation"),
             },
@@ -374,120 +384,27 @@ impl Connection {
             Command::Ping(Some(message)) | Command::Echo(message) => {
                 BytesFrame::BulkString(message)
             }
+            Command::Connection(command) => self.connection_command(command),
             Command::Quit => simple("OK"),
             Command::Select | Command::ClientOk => simple("OK"),
-            Command::ReadOnly => {
-                client.set_read_consistency(ReadConsistency::Stale);
-                simple("OK")
-            }
-            Command::ReadWrite => {
-                client.set_read_consistency(ReadConsistency::Linearizable);
-                simple("OK")
-            }
-            Command::Auth(password) => {
-                if self.context.secret.is_none() {
-                    return error(
-                        "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-                    );
-                }
-                if self.proves(&password) {
-                    self.authenticated = true;
-                    simple("OK")
-                } else {
-                    error("WRONGPASS invalid username-password pair or user is disabled.")
-                }
-            }
-            Command::Hello {
-                version,
-                password,
-                name,
-            } => {
-                if let Some(password) = password {
-                    if !self.proves(&password) {
-                        return error(
-                            "WRONGPASS invalid username-password pair or user is disabled.",
-                        );
-                    }
-                    self.authenticated = true;
-                }
-                if !self.authenticated {
-                    return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
-                }
-                if let Some(version) = version {
-                    if !(2..=3).contains(&version) {
-                        return error("NOPROTO unsupported protocol version");
-                    }
-                    self.protocol = version;
-                }
-                if name.is_some() {
-                    self.name = name;
-                }
-                let field = |k: &'static str, v: BytesFrame| {
-                    [BytesFrame::BulkString(Bytes::from_static(k.as_bytes())), v]
-                };
-                let text = |t: &str| BytesFrame::BulkString(Bytes::copy_from_slice(t.as_bytes()));
-                BytesFrame::Array(
-                    [
-                        field("server", text("viewkv")),
-                        field("version", text(super::REDIS_VERSION)),
-                        field("proto", BytesFrame::Integer(self.protocol)),
-                        field("id", BytesFrame::Integer(self.id as i64)),
-                        field("mode", text("standalone")),
-                        field("role", text("master")),
-                        field("modules", BytesFrame::Array(Vec::new())),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
-                )
-            }
-            Command::ClientSetName(name) => {
-                self.name = Some(name);
-                simple("OK")
-            }
-            Command::ClientGetName => bulk(self.name.as_ref().map(|n| n.to_vec())),
-            Command::ClientId => BytesFrame::Integer(self.id as i64),
-            Command::CommandTable | Command::ConfigGet => BytesFrame::Array(Vec::new()),
-            Command::CommandCount => BytesFrame::Integer(super::COMMANDS as i64),
+            Command::Help(container) => docs::help(container),
+            Command::CommandInfo(names) => docs::info(&names),
+            Command::CommandDocs(names) => docs::docs(&names),
+            Command::CommandList => docs::list(),
+            Command::CommandCount => docs::count(),
+            Command::ConfigGet => BytesFrame::Array(Vec::new()),
             Command::Info(section) => {
                 let status = (self.context.status)();
                 let keys = client.count().await.ok();
-                BytesFrame::BulkString(info(&status, keys, section.as_deref()).into())
+                let rss = std::fs::read_to_string("/proc/self/status")
+                    .ok()
+                    .and_then(|s| crate::net::vm_rss(&s));
+                BytesFrame::BulkString(info(&status, keys, rss, section.as_deref()).into())
             }
             Command::DbSize => match client.count().await {
                 Ok(keys) => BytesFrame::Integer(keys as i64),
                 Err(err) => failure(err),
             },
-            Command::Del(keys) => {
-                let mut removed = 0;
-                for key in keys {
-                    match client.delete(&key).await {
-                        Ok(previous) => removed += i64::from(previous.is_some()),
-                        Err(err) => return failure(err),
-                    }
-                }
-                BytesFrame::Integer(removed)
-            }
-            Command::Exists(keys) => {
-                let mut present = 0;
-                for key in keys {
-                    match client.get(&key).await {
-                        Ok(value) => present += i64::from(value.is_some()),
-                        Err(err) => return failure(err),
-                    }
-                }
-                BytesFrame::Integer(present)
-            }
-            Command::MGet(keys) => {
-                let mut values = Vec::with_capacity(keys.len());
-                for key in keys {
-                    match client.get(&key).await {
-                        Ok(value) => values.push(bulk(value)),
-                        Err(err) => return failure(err),
-                    }
-                }
-                BytesFrame::Array(values)
-            }
             Command::Keys(pattern) => keys(client, &Glob::new(&pattern)).await,
             Command::Scan {
                 cursor,
@@ -574,6 +491,9 @@ pub(super) fn decimal(result: Result<Option<Vec<u8>>, ClientError>) -> BytesFram
 /// Serve one connection until its client closes it (or sends something unreadable).
 pub async fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
     let _ = stream.set_nodelay(true);
+    let address = |addr: std::io::Result<std::net::SocketAddr>| {
+        addr.map_or_else(|_| "?".to_string(), |a| a.to_string())
+    };
     let connection = Connection {
         id,
         name: None,
@@ -582,6 +502,9 @@ pub async fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
         client: (context.new_client)(),
         sessions: Vec::new(),
         context,
+        peer: address(stream.peer_addr()),
+        local: address(stream.local_addr()),
+        since: Instant::now(),
     };
     connection.run(stream).await;
 }
