@@ -67,7 +67,11 @@ async fn calls_are_taken_in_the_order_started_and_answered_as_they_finish() {
         .collect();
     for (i, call) in calls.into_iter().enumerate() {
         let body = call.await.expect("an answer");
-        assert_eq!(&body[..], &[80 - 2 * i as u8; 3], "call {i} got another's answer");
+        assert_eq!(
+            &body[..],
+            &[80 - 2 * i as u8; 3],
+            "call {i} got another's answer"
+        );
     }
     let taken = handler.taken.lock().expect("the order").clone();
     assert_eq!(taken, (0..40u8).map(|i| 80 - 2 * i).collect::<Vec<_>>());

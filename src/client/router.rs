@@ -423,6 +423,21 @@ impl Router {
         }
     }
 
+    /// The error for `request` when there is no more time: the `refusal` every attempt got,
+    /// if none `maybe_applied`; else as [`Router::timed_out`].
+    fn given_up(
+        &self,
+        request: &Request,
+        refusal: Option<KvError>,
+        maybe_applied: bool,
+        last: String,
+    ) -> ClientError {
+        match refusal {
+            Some(refusal) if !maybe_applied => ClientError::Refused(refusal),
+            _ => self.timed_out(request, last),
+        }
+    }
+
     /// Send `request` to the primary until it is answered or the deadline passes. The same
     /// request (same client id and seq) is repeated, so the service applies it at most once.
     /// `request.deadline_ms` should be the wall-clock time `options.deadline` from now.
@@ -521,8 +536,14 @@ impl Router {
                         Ok(Reply::Err(
                             err @ (KvError::SessionExpired { .. } | KvError::Deadline { .. }),
                         )) if attempts > 1 => {
-                            // An earlier attempt may have been applied.
-                            return Err(self.timed_out(request, err.to_string()));
+                            // An earlier attempt may have been applied, unless every one was
+                            // refused unapplied.
+                            return Err(self.given_up(
+                                request,
+                                refusal,
+                                maybe_applied,
+                                err.to_string(),
+                            ));
                         }
                         Ok(Reply::Err(err)) => return Err(ClientError::Refused(err)),
                         Err(err) if err.is_unauthorized() => {
@@ -542,10 +563,7 @@ impl Router {
                 request.seq
             );
             if Instant::now() + self.options.retry_interval >= deadline {
-                return Err(match refusal {
-                    Some(refusal) if !maybe_applied => ClientError::Refused(refusal),
-                    _ => self.timed_out(request, last),
-                });
+                return Err(self.given_up(request, refusal, maybe_applied, last));
             }
             tokio::time::sleep(self.options.retry_interval).await;
         }
