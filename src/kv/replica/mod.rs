@@ -8,17 +8,17 @@ mod backup;
 mod primary;
 #[cfg(test)]
 mod tests;
+mod unconfirmed;
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 pub use primary::{DumpSnapshot, NextStep, Stop, Submit};
 
-use super::api::Entry;
 use super::store::{Limits, Store};
 use crate::net::Gauge;
 use crate::view::{ClusterId, Member, Ping, Timings, View};
 use backup::Staging;
+use unconfirmed::Unconfirmed;
 
 /// What a server is configured with (its own settings; the service's limits come with the
 /// state).
@@ -84,7 +84,7 @@ pub struct BackupRole {
 #[derive(Debug)]
 pub struct PrimaryRole {
     /// Entries applied here that the backup has not confirmed yet, in index order.
-    unconfirmed: VecDeque<Entry>,
+    unconfirmed: Unconfirmed,
     /// Whether the backup has installed our full state in this view (reported in pings; from
     /// then on the monitors may promote it, so reads need its confirmation too).
     synced: bool,
@@ -314,7 +314,7 @@ impl Replica {
                 },
             };
             self.role = Role::Primary(PrimaryRole {
-                unconfirmed: VecDeque::new(),
+                unconfirmed: Unconfirmed::default(),
                 synced: false,
                 backup_applied: 0,
                 fenced: false,
@@ -376,10 +376,7 @@ impl Replica {
             Role::Primary(_) => (1.0, 0.0),
         };
         let (synced, unconfirmed, unconfirmed_bytes) = match &self.role {
-            Role::Primary(p) => {
-                let bytes = p.unconfirmed.iter().map(|e| e.request.op.bytes()).sum();
-                (p.synced, p.unconfirmed.len(), bytes)
-            }
+            Role::Primary(p) => (p.synced, p.unconfirmed.len(), p.unconfirmed.bytes()),
             _ => (false, 0, 0),
         };
         let (received, total, received_bytes) = match &self.role {

@@ -8,11 +8,6 @@ use crate::kv::api::{Entry, KvError, Op, Reply, Request};
 use crate::kv::transfer::Snapshot;
 use crate::kv::Data;
 
-/// Most entries in one forward.
-const MAX_BATCH_ENTRIES: usize = 1024;
-/// Most key and value bytes in one forward.
-const MAX_BATCH_BYTES: usize = 4 << 20;
-
 /// What becomes of a client request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Submit {
@@ -120,11 +115,12 @@ impl Replica {
             // and answer once every entry it reflects is confirmed, so the reply shows no
             // write a failover could still lose.
             let reply = self.store.read(&request.op, at_ms);
-            if self.progress.confirmed >= self.index {
+            let index = p.unconfirmed.read_waits_for(&request.op);
+            if self.progress.confirmed >= index {
                 return Submit::Reply(reply);
             }
             return Submit::Wait {
-                index: self.index,
+                index,
                 epoch: self.progress.epoch,
                 reply,
             };
@@ -133,7 +129,7 @@ impl Replica {
         self.index += 1;
         let index = self.index;
         if self.view.backup.is_some() {
-            p.unconfirmed.push_back(Entry {
+            p.unconfirmed.push(Entry {
                 index,
                 at_ms,
                 request,
@@ -210,7 +206,7 @@ impl Replica {
     ) -> Result<Snapshot, Stop> {
         let index = self.index;
         let p = self.primary_of(view)?;
-        p.unconfirmed.clear();
+        p.unconfirmed.restart_at(index);
         p.backup_applied = 0;
         p.stalled_since.get_or_insert(now);
         Ok(Snapshot::new(
@@ -257,21 +253,7 @@ impl Replica {
 
     /// Entries after `sent` for the backup, up to the batch limits.
     pub fn next_batch(&mut self, view: u64, sent: u64) -> Result<Vec<Entry>, Stop> {
-        let p = self.primary_of(view)?;
-        let first = p.unconfirmed.partition_point(|e| e.index <= sent);
-        let mut bytes = 0;
-        let mut batch = Vec::new();
-        for entry in p.unconfirmed.range(first..) {
-            let size = entry.request.op.bytes();
-            if !batch.is_empty()
-                && (batch.len() >= MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES)
-            {
-                break;
-            }
-            bytes += size;
-            batch.push(entry.clone());
-        }
-        Ok(batch)
+        Ok(self.primary_of(view)?.unconfirmed.batch_after(sent))
     }
 
     /// The backup says it holds every entry up to `applied`.
@@ -289,9 +271,7 @@ impl Replica {
             return Ok(NextStep::Transfer);
         }
         p.backup_applied = applied;
-        while p.unconfirmed.front().is_some_and(|e| e.index <= applied) {
-            p.unconfirmed.pop_front();
-        }
+        p.unconfirmed.confirm(applied);
         self.progress.confirmed = self.progress.confirmed.max(applied);
         Ok(NextStep::Stream)
     }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::kv::api::{Forward, KvError, Op, Reply, Request, StreamReply, TransferChunk};
+use crate::kv::api::{Entry, Forward, KvError, Op, Reply, Request, StreamReply, TransferChunk};
 
 const T0_WALL: u64 = 1_000_000;
 
@@ -734,6 +734,34 @@ fn a_lease_read_waits_until_what_it_saw_is_confirmed() {
         get_at(&mut pair.p, pair.now),
         Submit::Reply(Reply::Ok(Some(b"w".to_vec())))
     );
+}
+
+#[test]
+fn a_lease_read_waits_only_for_unconfirmed_writes_of_the_keys_it_reads() {
+    let mut pair = synced_pair(true);
+    pair.p
+        .on_ping_reply(7, pair.view.clone(), pair.now, pair.now);
+    pair.write(put(1, 2, "other", "w"));
+    let epoch = pair.p.progress().epoch;
+    // "k" has no write in flight: what the read sees cannot be lost, so it answers at once.
+    assert_eq!(
+        get_at(&mut pair.p, pair.now),
+        Submit::Reply(Reply::Ok(Some(b"v".to_vec())))
+    );
+    let Submit::Wait { index, .. } = pair.write(put(1, 3, "k", "w")) else {
+        panic!("a write waits for its copy");
+    };
+    pair.write(put(1, 4, "other", "x"));
+    // Now it waits for the write to "k", not for the later one to "other".
+    assert_eq!(
+        get_at(&mut pair.p, pair.now),
+        Submit::Wait {
+            index,
+            epoch,
+            reply: Reply::Ok(Some(b"w".to_vec())),
+        }
+    );
+    assert!(index < pair.p.index());
 }
 
 #[test]

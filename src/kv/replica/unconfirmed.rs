@@ -1,0 +1,221 @@
+//! The primary's entries that the backup has not confirmed yet: what the replication task
+//! sends, and — key by key — how long a read under the lease must wait before it may answer.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::kv::api::{Entry, Op};
+
+/// Most entries in one forward.
+const MAX_BATCH_ENTRIES: usize = 1024;
+/// Most key and value bytes in one forward.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// The keys an operation touches, for deciding which writes a read must wait for.
+enum Footprint<'a> {
+    /// These keys.
+    Keys(Vec<&'a [u8]>),
+    /// Any key (a scan reads a range, a flush writes every key).
+    All,
+}
+
+fn footprint(op: &Op) -> Footprint<'_> {
+    match op {
+        Op::Scan { .. } | Op::Flush => Footprint::All,
+        _ => Footprint::Keys(op.many_keys().unwrap_or_else(|| vec![op.key()])),
+    }
+}
+
+/// Entries applied on the primary and not yet confirmed by the backup, in index order.
+#[derive(Debug, Default)]
+pub struct Unconfirmed {
+    /// The entries.
+    entries: VecDeque<Entry>,
+    /// For each key some entry here writes, the newest such entry's index.
+    written: HashMap<Vec<u8>, u64>,
+    /// The newest entry here that writes every key (a flush), or 0.
+    everything: u64,
+    /// Entries up to this index were dropped for a transfer before they were confirmed, so
+    /// `written` no longer knows their keys: a read waits for all of them.
+    untracked: u64,
+}
+
+impl Unconfirmed {
+    /// Add the entry just applied.
+    pub fn push(&mut self, entry: Entry) {
+        match footprint(&entry.request.op) {
+            Footprint::All => self.everything = entry.index,
+            Footprint::Keys(keys) => {
+                for key in keys {
+                    self.written.insert(key.to_vec(), entry.index);
+                }
+            }
+        }
+        self.entries.push_back(entry);
+    }
+
+    /// The backup holds every entry up to `applied`: forget them.
+    pub fn confirm(&mut self, applied: u64) {
+        while self.entries.front().is_some_and(|e| e.index <= applied) {
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
+            if let Footprint::Keys(keys) = footprint(&entry.request.op) {
+                for key in keys {
+                    if self.written.get(key) == Some(&entry.index) {
+                        self.written.remove(key);
+                    }
+                }
+            }
+        }
+        if self.everything <= applied {
+            self.everything = 0;
+        }
+    }
+
+    /// A transfer of the state as of `index` replaces the stream: drop every entry (those up
+    /// to `index` are in the snapshot, and none after it exists yet).
+    pub fn restart_at(&mut self, index: u64) {
+        self.entries.clear();
+        self.written.clear();
+        self.everything = 0;
+        self.untracked = index;
+    }
+
+    /// The entries after `sent`, up to the batch limits.
+    pub fn batch_after(&self, sent: u64) -> Vec<Entry> {
+        let first = self.entries.partition_point(|e| e.index <= sent);
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        for entry in self.entries.range(first..) {
+            let size = entry.request.op.bytes();
+            if !batch.is_empty()
+                && (batch.len() >= MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES)
+            {
+                break;
+            }
+            bytes += size;
+            batch.push(entry.clone());
+        }
+        batch
+    }
+
+    /// The index that must be confirmed before a read of `op` may show what it read: the
+    /// newest entry here that writes a key it reads (0 if none).
+    pub fn read_waits_for(&self, op: &Op) -> u64 {
+        let newest = match footprint(op) {
+            Footprint::All => self.entries.back().map_or(0, |e| e.index),
+            Footprint::Keys(keys) => keys
+                .into_iter()
+                .filter_map(|key| self.written.get(key).copied())
+                .max()
+                .unwrap_or(0),
+        };
+        newest.max(self.everything).max(self.untracked)
+    }
+
+    /// Entries waiting.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Their key and value bytes.
+    pub fn bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.request.op.bytes()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::api::Request;
+
+    fn entry(index: u64, op: Op) -> Entry {
+        Entry {
+            index,
+            at_ms: 0,
+            request: Request {
+                client: 1,
+                seq: index,
+                deadline_ms: u64::MAX,
+                op,
+            },
+        }
+    }
+
+    fn put(key: &str) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: b"v".to_vec(),
+        }
+    }
+
+    fn get(key: &str) -> Op {
+        Op::Get { key: key.into() }
+    }
+
+    #[test]
+    fn a_read_waits_only_for_the_unconfirmed_writes_of_its_own_keys() {
+        let mut u = Unconfirmed::default();
+        u.push(entry(1, put("a")));
+        u.push(entry(2, put("b")));
+        u.push(entry(3, put("a")));
+        assert_eq!(u.read_waits_for(&get("a")), 3);
+        assert_eq!(u.read_waits_for(&get("b")), 2);
+        assert_eq!(u.read_waits_for(&get("c")), 0);
+        let mget = Op::MGet {
+            keys: vec![b"c".to_vec().into(), b"b".to_vec().into()],
+        };
+        assert_eq!(u.read_waits_for(&mget), 2);
+        let scan = Op::Scan {
+            prefix: Vec::new(),
+            after: None,
+            limit: 10,
+            values: true,
+        };
+        assert_eq!(u.read_waits_for(&scan), 3, "a scan waits for everything");
+        u.confirm(2);
+        assert_eq!(u.read_waits_for(&get("b")), 0);
+        assert_eq!(
+            u.read_waits_for(&get("a")),
+            3,
+            "the newer write to a is unconfirmed"
+        );
+        u.confirm(3);
+        assert_eq!(u.read_waits_for(&get("a")), 0);
+        assert_eq!(u.len(), 0);
+    }
+
+    #[test]
+    fn a_flush_holds_every_read_and_a_transfer_holds_reads_until_its_index() {
+        let mut u = Unconfirmed::default();
+        u.push(entry(1, put("a")));
+        u.push(entry(2, Op::Flush));
+        assert_eq!(u.read_waits_for(&get("zzz")), 2);
+        u.confirm(2);
+        assert_eq!(u.read_waits_for(&get("zzz")), 0);
+        u.push(entry(3, put("a")));
+        u.restart_at(3);
+        assert!(u.batch_after(0).is_empty());
+        assert_eq!(
+            u.read_waits_for(&get("b")),
+            3,
+            "what the transfer carries is unknown"
+        );
+    }
+
+    #[test]
+    fn batches_start_after_what_was_sent_and_stop_at_the_limits() {
+        let mut u = Unconfirmed::default();
+        for i in 1..=(MAX_BATCH_ENTRIES as u64 + 5) {
+            u.push(entry(i, put("k")));
+        }
+        let first = u.batch_after(0);
+        assert_eq!(first.len(), MAX_BATCH_ENTRIES);
+        let rest = u.batch_after(MAX_BATCH_ENTRIES as u64);
+        assert_eq!(
+            rest.iter().map(|e| e.index).collect::<Vec<_>>(),
+            (MAX_BATCH_ENTRIES as u64 + 1..=MAX_BATCH_ENTRIES as u64 + 5).collect::<Vec<_>>()
+        );
+        assert_eq!(u.bytes(), (MAX_BATCH_ENTRIES + 5) * 2);
+    }
+}
