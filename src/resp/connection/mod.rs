@@ -307,10 +307,11 @@ impl Connection {
     }
 
     /// Run one-operation commands (emptying `run`) and add their replies to `out`, in order.
-    /// Each is handed to the local server (if it is the primary) before any is waited for,
-    /// through a client session of its own — a session has one request in flight — so the
-    /// backup receives their copies together; they are applied in the order they came, and one
-    /// the server did not take in makes those after it wait their turn.
+    /// Each is handed to the primary (this server itself, or the framed connection to it)
+    /// before any is waited for, through a client session of its own — a session has one
+    /// request in flight — so the backup receives their copies together; they are applied in
+    /// the order they came, and one the server did not take in makes those after it wait
+    /// their turn.
     async fn pipeline(&mut self, run: &mut Vec<Plan>, out: &mut Vec<Answer>) {
         if run.len() <= 1 {
             for Plan { op, shape } in run.drain(..) {
@@ -321,7 +322,8 @@ impl Connection {
         }
         let consistency = self.client.read_consistency();
         while self.sessions.len() < run.len() - 1 {
-            self.sessions.push((self.context.new_client)());
+            // A clone shares the connection's view, so it can submit at once.
+            self.sessions.push(self.client.clone());
         }
         let mut pending = Vec::with_capacity(run.len());
         let mut in_order = true;
