@@ -8,132 +8,13 @@
 
 #[path = "common/procs.rs"]
 mod procs;
+#[path = "common/up.rs"]
+mod up;
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-use procs::{free_port, run, viewkv, wait_for, Killed, EXE};
-
-/// A running `viewkv up` and what a client needs to reach it.
-struct Up {
-    /// The `viewkv up` process (its children die with it).
-    _up: Killed,
-    /// The cluster file.
-    config: String,
-    /// The cluster secret.
-    secret: String,
-    /// Kv server address → its Redis-protocol port.
-    resp: BTreeMap<String, u16>,
-    /// Kv server address → pid.
-    pids: BTreeMap<String, String>,
-}
-
-impl Up {
-    fn start(dir: &Path) -> Up {
-        let secret_path = dir.join("secret");
-        let mut config = format!("secret_file = {:?}\n", secret_path.display().to_string());
-        config.push_str("[timings]\nping_interval = \"50ms\"\n");
-        for id in 1..=3 {
-            let port = free_port();
-            config.push_str(&format!(
-                "[[monitor]]\nid = {id}\naddr = \"127.0.0.1:{port}\"\n"
-            ));
-        }
-        let mut resp = BTreeMap::new();
-        for _ in 0..3 {
-            let (addr, port) = (format!("127.0.0.1:{}", free_port()), free_port());
-            config.push_str(&format!(
-                "[[server]]\naddr = \"{addr}\"\nresp = \"127.0.0.1:{port}\"\n"
-            ));
-            resp.insert(addr, port);
-        }
-        let config_path = dir.join("cluster.toml");
-        std::fs::write(&config_path, config).expect("the cluster file");
-        let out_path = dir.join("up.out");
-        let up = Command::new(EXE)
-            .args(["up", "--config"])
-            .arg(&config_path)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out_path).expect("an output file"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("viewkv up starts");
-        let up = Killed(up);
-        let pids = wait_for("viewkv up to list its processes", || {
-            let out = std::fs::read_to_string(&out_path).ok()?;
-            let pids: BTreeMap<String, String> = out
-                .lines()
-                .filter(|l| l.trim_start().starts_with("server"))
-                .filter_map(|l| {
-                    let words: Vec<&str> = l.split_whitespace().collect();
-                    let at = words.iter().position(|w| *w == "pid")?;
-                    Some((words.get(1)?.to_string(), words.get(at + 1)?.to_string()))
-                })
-                .collect();
-            (pids.len() == 3).then_some(pids)
-        });
-        let config = config_path.display().to_string();
-        wait_for("a primary and a ready backup", || {
-            let (code, out, _) = viewkv(&["view", "--json", "--config", &config]);
-            let doc: serde_json::Value = serde_json::from_str(&out).ok()?;
-            (code == 0 && doc["view"]["backup_ready"] == true).then_some(())
-        });
-        let secret = wait_for("the secret file", || {
-            std::fs::read_to_string(&secret_path).ok()
-        });
-        Up {
-            _up: up,
-            config,
-            secret: secret.trim().to_string(),
-            resp,
-            pids,
-        }
-    }
-
-    /// The view's (primary, backup) server addresses.
-    fn roles(&self) -> (String, String) {
-        let (_, out, _) = viewkv(&["view", "--json", "--config", &self.config]);
-        let doc: serde_json::Value = serde_json::from_str(&out).expect("the view as JSON");
-        let name = |slot: &str| doc["view"][slot].as_str().expect("a server").to_string();
-        (name("primary"), name("backup"))
-    }
-
-    /// The Redis port of a server that is neither primary nor backup.
-    fn idle_port(&self) -> u16 {
-        let (primary, backup) = self.roles();
-        let idle = self.resp.keys().find(|a| **a != primary && **a != backup);
-        self.resp[idle.expect("an idle server")]
-    }
-
-    /// `redis-cli -p PORT -a SECRET ARGS`: (exit code, stdout).
-    fn cli(&self, port: u16, args: &[&str]) -> (i32, String) {
-        let port = port.to_string();
-        let mut all = vec!["-p", &port, "-a", &self.secret, "--no-auth-warning"];
-        all.extend_from_slice(args);
-        let (code, out, _) = run("redis-cli", &all);
-        (code, out)
-    }
-
-    /// Run a Python program with `PORT` and `SECRET` in its environment; its stdout.
-    fn python(&self, port: u16, program: &str) -> String {
-        let out = Command::new("python3")
-            .args(["-c", program])
-            .env("PORT", port.to_string())
-            .env("SECRET", &self.secret)
-            .output()
-            .expect("python3 runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !stderr.contains("No module named 'redis'"),
-            "the Python redis package is missing: `python3 -m pip install redis` (.ci/run does)"
-        );
-        assert!(out.status.success(), "python failed: {stderr}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
+use procs::{run, viewkv, wait_for};
+use up::Up;
 
 #[test]
 fn redis_cli_runs_the_string_commands_against_any_server() {
