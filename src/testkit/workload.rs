@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::check::{check, check_appends, element, AppendReport, Call, Operation, Report};
 use crate::client::ClientError;
+use crate::kv::api::Op;
 use crate::Client;
 
 /// Keys of the register workload (checked for linearizability).
@@ -74,6 +75,10 @@ impl Recorder {
             Call::Append { key, value } => client.append(key, value).await.map(|()| None),
             Call::PutHash { key, value } => client.put_hash(key, value).await,
             Call::Delete { key } => client.delete(key).await,
+            Call::Incr { key } => {
+                let key = key.clone();
+                client.execute(Op::IncrBy { key, by: 1 }).await
+            }
         };
         match result {
             Ok(value) => self.push(Operation::ok(who, call, invoke, self.now(), value)),
