@@ -26,6 +26,18 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("an address").port()
 }
 
+/// `n` loopback ports free right now, all different: each is held until all are drawn, where
+/// calling [`free_port`] `n` times may give the same port twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("an address").port())
+        .collect()
+}
+
 /// Poll `probe` every 50 ms until it gives a value; panics after [`DEADLINE`].
 pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

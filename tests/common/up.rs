@@ -6,10 +6,11 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::procs::{free_port, run, viewkv, wait_for, Killed, EXE};
+use crate::procs::{free_ports, run, viewkv, wait_for, Killed, EXE};
 
 /// A running `viewkv up` and what a client needs to reach it.
 pub struct Up {
@@ -30,15 +31,16 @@ impl Up {
         let secret_path = dir.join("secret");
         let mut config = format!("secret_file = {:?}\n", secret_path.display().to_string());
         config.push_str("[timings]\nping_interval = \"50ms\"\n");
-        for id in 1..=3 {
-            let port = free_port();
+        // Nine ports, all different: 3 monitors, then each server's address and Redis port.
+        let ports = free_ports(9);
+        for (id, port) in (1..=3).zip(&ports) {
             config.push_str(&format!(
                 "[[monitor]]\nid = {id}\naddr = \"127.0.0.1:{port}\"\n"
             ));
         }
         let mut resp = BTreeMap::new();
-        for _ in 0..3 {
-            let (addr, port) = (format!("127.0.0.1:{}", free_port()), free_port());
+        for pair in ports[3..].chunks(2) {
+            let (addr, port) = (format!("127.0.0.1:{}", pair[0]), pair[1]);
             config.push_str(&format!(
                 "[[server]]\naddr = \"{addr}\"\nresp = \"127.0.0.1:{port}\"\n"
             ));
@@ -76,6 +78,11 @@ impl Up {
             let (code, out, _) = viewkv(&["view", "--json", "--config", &config]);
             let doc: serde_json::Value = serde_json::from_str(&out).ok()?;
             (code == 0 && doc["view"]["backup_ready"] == true).then_some(())
+        });
+        // The view needs only two servers; the spare must be up too.
+        wait_for("every kv server's Redis port to answer", || {
+            let answers = |port: &u16| TcpStream::connect(("127.0.0.1", *port)).is_ok();
+            resp.values().all(answers).then_some(())
         });
         let secret = wait_for("the secret file", || {
             std::fs::read_to_string(&secret_path).ok()
