@@ -59,7 +59,9 @@ impl Recorder {
         }
     }
 
-    fn push(&self, op: Operation) {
+    /// Record `op`, a call made by a client of the caller's own (`perform` records those made
+    /// through the client library); its times must come from [`Recorder::now`].
+    pub fn push(&self, op: Operation) {
         match self.ops.lock() {
             Ok(mut ops) => ops.push(op),
             Err(poisoned) => poisoned.into_inner().push(op),
