@@ -39,13 +39,18 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 }
 
 /// Poll `probe` every 50 ms until it gives a value; panics after [`DEADLINE`].
-pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    wait_within(what, DEADLINE, probe)
+}
+
+/// Poll `probe` every 50 ms until it gives a value; panics after `deadline`.
+pub fn wait_within<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(value) = probe() {
             return value;
         }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
