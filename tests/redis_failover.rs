@@ -203,6 +203,7 @@ fn kill_9_of_the_primary_mid_redis_benchmark_loses_no_acknowledged_write() {
 
 /// One Redis-protocol connection; `redis-protocol` encodes the commands and decodes the replies.
 struct Connection {
+    /// The connection to the server's Redis port.
     stream: TcpStream,
     /// Bytes read and not yet decoded.
     input: BytesMut,
@@ -484,11 +485,14 @@ struct BenchmarkOutcome {
 
 /// A redis-benchmark run in progress, its output read as it comes.
 struct Benchmark {
+    /// The redis-benchmark process.
     child: Killed,
     /// The progress lines so far, each with when it was read (on the recorder's clock).
     progress: Arc<Mutex<Vec<(u64, String)>>>,
+    /// The readers of its stdout and stderr, each giving all it read.
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
+    /// Whose clock the progress lines and the exit are timed on.
     recorder: Arc<Recorder>,
 }
 
@@ -501,7 +505,7 @@ fn benchmark_command(up: &Up, port: u16) -> Command {
 }
 
 /// The benchmark's `-n`: about [`SECONDS_PER_TEST`] of SETs at the rate a short SET-only run
-/// through `port` reaches (reported with `--csv`: one row, requests per second second).
+/// through `port` reaches (with `--csv` a test is one row, its rate the second field).
 fn calibrate(up: &Up, port: u16) -> u64 {
     let out = benchmark_command(up, port)
         .args([
@@ -550,7 +554,13 @@ impl Benchmark {
             let mut all = Vec::new();
             let mut line = Vec::new();
             let mut buffer = [0; 4096];
-            while let Ok(n @ 1..) = stdout.read(&mut buffer) {
+            loop {
+                let n = match stdout.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => panic!("reading redis-benchmark's output: {err}"),
+                };
                 all.extend_from_slice(&buffer[..n]);
                 for &byte in &buffer[..n] {
                     if byte != b'\r' && byte != b'\n' {
@@ -675,20 +685,25 @@ fn summaries(output: &str) -> Vec<Summary> {
 
 /// The figures of one run, printed as a table the README can quote.
 struct Measured<'a> {
+    /// The run's seed.
     seed: u64,
     /// Which server the clients went through.
     front: String,
     /// Requests per benchmark test.
     requests: u64,
+    /// What redis-benchmark did.
     benchmark: &'a BenchmarkOutcome,
     /// When the primary was killed, on the recorder's clock.
     killed_at: u64,
+    /// What each recorded client saw go wrong.
     tallies: &'a [ClientTally],
     /// The recorded history, final reads included.
     ops: &'a [Operation],
     /// The longest stretch without an acknowledged recorded call.
     gap: (u64, u64),
+    /// The linearizability verdict on the recorded history.
     verdict: Verdict,
+    /// How long the check took.
     check_time: Duration,
     /// Acknowledged writes the final reads show lost.
     lost: usize,
