@@ -33,7 +33,7 @@ use viewkv::check::{check, Call, Operation, Outcome, Verdict};
 use viewkv::testkit::campaign::longest_gap;
 use viewkv::testkit::workload::Recorder;
 
-use procs::{run, wait_for, wait_within, Killed};
+use procs::{poll_within, run, wait_for, wait_within, Killed, DEADLINE};
 use up::Up;
 
 /// Keys the recorded clients SET (each value written once) and GET.
@@ -112,9 +112,13 @@ fn kill_9_of_the_primary_mid_redis_benchmark_loses_no_acknowledged_write() {
     println!("killed the primary {primary} (pid {})", up.pids[&primary]);
 
     let outcome = benchmark.wait();
+    println!(
+        "redis-benchmark exited with status {} {:?}",
+        outcome.code, outcome.errors
+    );
     // The recorded clients go on until each has had calls acknowledged that it made after the
     // kill, then stop.
-    wait_for("acknowledged recorded calls made after the kill", || {
+    let served_again = poll_within(DEADLINE, || {
         let acked = acknowledged_by_client(&recorder.operations(), killed_at);
         (1..=CLIENTS)
             .all(|who| acked.get(&who).copied().unwrap_or(0) >= 5)
@@ -126,6 +130,12 @@ fn kill_9_of_the_primary_mid_redis_benchmark_loses_no_acknowledged_write() {
         .into_iter()
         .map(|client| client.join().expect("a recorded client failed"))
         .collect();
+    assert!(
+        served_again.is_some(),
+        "the recorded clients were not all served again within {DEADLINE:?} of the kill; their \
+         errors: {:?}",
+        errors(&tallies)
+    );
 
     // Read every key back from every live server, recorded like any other call.
     let live: Vec<(&String, u16)> = up
@@ -391,6 +401,15 @@ fn final_reads(
             (*key, value)
         })
         .collect()
+}
+
+/// The errors all recorded clients saw, by message.
+fn errors(tallies: &[ClientTally]) -> BTreeMap<&str, usize> {
+    let mut all = BTreeMap::new();
+    for (message, n) in tallies.iter().flat_map(|tally| &tally.errors) {
+        *all.entry(message.as_str()).or_default() += n;
+    }
+    all
 }
 
 /// Acknowledged calls made (invoked) at or after `since`, by client.
@@ -742,12 +761,7 @@ impl std::fmt::Display for Measured<'_> {
         for error in &b.errors {
             writeln!(f, "| redis-benchmark error | {error} |")?;
         }
-        let mut errors: BTreeMap<&str, usize> = BTreeMap::new();
-        for tally in self.tallies {
-            for (message, n) in &tally.errors {
-                *errors.entry(message).or_default() += n;
-            }
-        }
+        let errors = errors(self.tallies);
         let recorded = self.ops.len();
         let unknown = self.ops.iter().filter(|op| op.complete().is_none()).count();
         writeln!(

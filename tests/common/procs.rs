@@ -44,13 +44,20 @@ pub fn wait_for<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
 }
 
 /// Poll `probe` every 50 ms until it gives a value; panics after `deadline`.
-pub fn wait_within<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_within<T>(what: &str, deadline: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    poll_within(deadline, probe).unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// Poll `probe` every 50 ms until it gives a value; `None` after `deadline`.
+pub fn poll_within<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(value) = probe() {
-            return value;
+            return Some(value);
         }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        if start.elapsed() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

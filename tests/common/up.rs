@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::procs::{free_ports, run, viewkv, wait_for, Killed, EXE};
@@ -16,6 +16,8 @@ use crate::procs::{free_ports, run, viewkv, wait_for, Killed, EXE};
 pub struct Up {
     /// The `viewkv up` process (its children die with it).
     _up: Killed,
+    /// Where its output, the nodes' logs and data are.
+    dir: PathBuf,
     /// The cluster file.
     pub config: String,
     /// The cluster secret.
@@ -56,7 +58,7 @@ impl Up {
             .arg(dir.join("data"))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_path).expect("an output file"))
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("up.err")).expect("an error file"))
             .spawn()
             .expect("viewkv up starts");
         let up = Killed(up);
@@ -89,11 +91,38 @@ impl Up {
         });
         Up {
             _up: up,
+            dir: dir.to_path_buf(),
             config,
             secret: secret.trim().to_string(),
             resp,
             pids,
         }
+    }
+
+    /// The end of `viewkv up`'s output and of every node's log, to tell what the cluster did.
+    pub fn logs(&self) -> String {
+        /// Lines shown from the end of each file.
+        const TAIL: usize = 40;
+        let mut files = vec![self.dir.join("up.out"), self.dir.join("up.err")];
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("data")) {
+            let mut logs: Vec<PathBuf> = entries
+                .filter_map(|entry| Some(entry.ok()?.path()))
+                .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+                .collect();
+            logs.sort();
+            files.extend(logs);
+        }
+        let mut out = String::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_else(|err| format!("({err})"));
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("==> {} <==\n", file.display()));
+            for line in &lines[lines.len().saturating_sub(TAIL)..] {
+                out.push_str(&without_colours(line));
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// The view's (primary, backup) server addresses.
@@ -136,4 +165,27 @@ impl Up {
         assert!(out.status.success(), "python failed: {stderr}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+impl Drop for Up {
+    /// A failing test shows what the cluster did: the logs go away with its directory.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// `line` without the terminal colour sequences (`ESC [ … m`) the nodes' logs carry.
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
