@@ -106,6 +106,12 @@ fn kill_9_of_the_primary_mid_redis_benchmark_loses_no_acknowledged_write() {
         benchmark.running(),
         "redis-benchmark finished before the kill: the calibration sized -n too small"
     );
+    // The primary now: on a loaded machine the view may have moved on since the start.
+    let (primary, _) = up.roles();
+    assert_ne!(
+        primary, front.1,
+        "the front door became the primary before the kill, through a failover nobody caused"
+    );
     let (code, _, err) = run("kill", &["-9", &up.pids[&primary]]);
     assert_eq!(code, 0, "kill -9 of the primary: {err}");
     let killed_at = recorder.now();
