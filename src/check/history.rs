@@ -40,6 +40,14 @@ pub enum Call {
         /// The key removed.
         key: Vec<u8>,
     },
+    /// Add one to a key holding a decimal integer (an absent key counts as 0), as Redis's INCR;
+    /// returns the new value in decimal. On a value that is not an integer as Redis writes one
+    /// (no `+`, no leading zeros), or that is `i64::MAX`, the call fails and changes nothing:
+    /// it cannot have returned.
+    Incr {
+        /// The key counted on.
+        key: Vec<u8>,
+    },
 }
 
 impl Call {
@@ -77,6 +85,11 @@ impl Call {
         Call::Delete { key: key.into() }
     }
 
+    /// A [`Call::Incr`] of `key`.
+    pub fn incr(key: impl Into<Vec<u8>>) -> Call {
+        Call::Incr { key: key.into() }
+    }
+
     /// The one key this call touches.
     pub fn key(&self) -> &[u8] {
         match self {
@@ -84,7 +97,8 @@ impl Call {
             | Call::Put { key, .. }
             | Call::Append { key, .. }
             | Call::PutHash { key, .. }
-            | Call::Delete { key } => key,
+            | Call::Delete { key }
+            | Call::Incr { key } => key,
         }
     }
 }
@@ -99,6 +113,7 @@ impl fmt::Display for Call {
                 write!(f, "puthash({}, {})", Bytes(key), Bytes(value))
             }
             Call::Delete { key } => write!(f, "delete({})", Bytes(key)),
+            Call::Incr { key } => write!(f, "incr({})", Bytes(key)),
         }
     }
 }
@@ -110,8 +125,8 @@ pub enum Outcome {
     Ok {
         /// When it returned: nanoseconds since the campaign started.
         at: u64,
-        /// What it returned: the value for `Get`, `PutHash` and `Delete` (`None`: absent),
-        /// always `None` for `Put` and `Append`.
+        /// What it returned: the value for `Get`, `PutHash` and `Delete` (`None`: absent), the
+        /// new value for `Incr`, always `None` for `Put` and `Append`.
         value: Option<Vec<u8>>,
     },
     /// The client gave up (timeout, deadline, broken connection): the call may or may not have
@@ -299,6 +314,8 @@ mod tests {
         assert_eq!(put.to_string(), r#"c1 put("k", "v") -> ok [5, 6]"#);
         let delete = Operation::ok(1, Call::delete("k"), 5, 6, None);
         assert_eq!(delete.to_string(), r#"c1 delete("k") -> nil [5, 6]"#);
+        let incr = Operation::ok(2, Call::incr("n"), 7, 8, Some(b"3".to_vec()));
+        assert_eq!(incr.to_string(), r#"c2 incr("n") -> "3" [7, 8]"#);
         let lost = Operation::unknown(2, Call::append(b"k".to_vec(), vec![0xff]), 7);
         assert_eq!(
             lost.to_string(),

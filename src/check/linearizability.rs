@@ -770,6 +770,49 @@ mod tests {
     }
 
     #[test]
+    fn incr_counts_each_call_once() {
+        // Two concurrent INCRs return 1 and 2 in either order; a later read sees 2.
+        for (first, second) in [("1", "2"), ("2", "1")] {
+            let history = [
+                op(1, Call::incr("n"), 0, 10, Some(first)),
+                op(2, Call::incr("n"), 1, 9, Some(second)),
+                op(3, Call::get("n"), 11, 12, Some("2")),
+            ];
+            assert_eq!(verdict(&history), Verdict::Linearizable);
+        }
+        // Both returning 1 means one increment was lost (or applied to a stale copy).
+        let twice = [
+            op(1, Call::incr("n"), 0, 10, Some("1")),
+            op(2, Call::incr("n"), 1, 9, Some("1")),
+        ];
+        assert_eq!(verdict(&twice), Verdict::NotLinearizable);
+        // An acknowledged INCR the final read does not count is lost.
+        let lost = [
+            op(1, Call::incr("n"), 0, 1, Some("1")),
+            op(1, Call::incr("n"), 2, 3, Some("2")),
+            op(2, Call::get("n"), 4, 5, Some("1")),
+        ];
+        assert_eq!(verdict(&lost), Verdict::NotLinearizable);
+        // An INCR whose outcome is unknown may count, or not, but at most once.
+        let unknown = |seen: &str| {
+            [
+                Operation::unknown(1, Call::incr("n"), 0),
+                op(2, Call::incr("n"), 1, 2, Some("1")),
+                op(2, Call::get("n"), 3, 4, Some(seen)),
+            ]
+        };
+        assert_eq!(verdict(&unknown("1")), Verdict::Linearizable);
+        assert_eq!(verdict(&unknown("2")), Verdict::Linearizable);
+        assert_eq!(verdict(&unknown("3")), Verdict::NotLinearizable);
+        // INCR of a value that is not an integer cannot have returned.
+        let text = [
+            op(1, Call::put("n", "x"), 0, 1, None),
+            op(1, Call::incr("n"), 2, 3, Some("1")),
+        ];
+        assert_eq!(verdict(&text), Verdict::NotLinearizable);
+    }
+
+    #[test]
     fn duplicated_append_is_not_linearizable() {
         let history = [
             op(1, Call::append("k", "x"), 0, 1, None),
@@ -918,9 +961,14 @@ mod tests {
             ops: 300,
             unknown_percent: 2,
         };
+        let mut counted = 0;
         for round in 0..20 {
             let shape = if round % 2 == 0 { &spread } else { &hot };
             let history = sim::linearizable_history(&mut rng, shape);
+            counted += history
+                .iter()
+                .filter(|op| matches!(op.call, Call::Incr { .. }) && op.complete().is_some())
+                .count();
             let report = check(&history, BUDGET).expect("well-formed history");
             assert_eq!(
                 report.verdict(),
@@ -957,6 +1005,7 @@ mod tests {
                 "seed {seed}, round {round}:\n{report}"
             );
         }
+        assert!(counted > 0, "seed {seed}: no INCR succeeded");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! effect). Two independent checkers judge the result:
 //!
 //! - [`check`]: is the history linearizable with respect to the key/value model (Get, Put,
-//!   Append, PutHash, Delete on byte strings)? Keys are checked independently, each with a
-//!   Wing–Gong–Lowe search under a time budget, so a key can come back undecided.
+//!   Append, PutHash, Delete and Redis's INCR on byte strings)? Keys are checked independently,
+//!   each with a Wing–Gong–Lowe search under a time budget, so a key can come back undecided.
 //! - [`check_appends`]: for a workload that appends unique [`element`]s to a key and reads it
 //!   at the end, were acknowledged elements lost, duplicated, invented or reordered? It needs no
 //!   search, so it still answers when the linearizability search gives up.

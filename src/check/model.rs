@@ -30,6 +30,21 @@ pub fn put_hash(previous: Option<&[u8]>, value: &[u8]) -> Vec<u8> {
     hash.to_string().into_bytes()
 }
 
+/// What a [`Call::Incr`] stores over `state` (`None`: absent, counted as 0): the integer plus
+/// one, in decimal. `None` if `state` is not an integer as Redis writes one (an optional `-`,
+/// then digits without leading zeros: `+1`, `01` and `-0` are not) or the sum overflows.
+fn incremented(state: Option<&[u8]>) -> Option<Vec<u8>> {
+    let old = match state {
+        None => 0,
+        Some(bytes) => {
+            let text = std::str::from_utf8(bytes).ok()?;
+            let old: i64 = text.parse().ok()?;
+            (old.to_string() == text).then_some(old)?
+        }
+    };
+    Some(old.checked_add(1)?.to_string().into_bytes())
+}
+
 /// How a call changes the key, once the model has accepted it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Next {
@@ -59,6 +74,11 @@ pub(crate) fn step(state: Option<&[u8]>, call: &Call, outcome: &Outcome) -> Opti
         }),
         Call::PutHash { value, .. } => returned(state).then(|| Next::Value(put_hash(state, value))),
         Call::Delete { .. } => returned(state).then_some(Next::Absent),
+        Call::Incr { .. } => match incremented(state) {
+            Some(next) => returned(Some(&next)).then_some(Next::Value(next)),
+            // The call failed: only an unknown outcome fits, and it changed nothing.
+            None => matches!(outcome, Outcome::Unknown).then_some(Next::Same),
+        },
     }
 }
 
@@ -131,6 +151,32 @@ mod tests {
             step(None, &Call::delete("k"), &ok(None)),
             Some(Next::Absent)
         );
+        let counted: Option<&[u8]> = Some(b"41");
+        assert_eq!(
+            step(counted, &Call::incr("k"), &ok(Some(b"42"))),
+            Some(Next::Value(b"42".to_vec()))
+        );
+        assert_eq!(step(counted, &Call::incr("k"), &ok(Some(b"41"))), None);
+        assert_eq!(step(counted, &Call::incr("k"), &ok(None)), None);
+        assert_eq!(
+            step(None, &Call::incr("k"), &ok(Some(b"1"))),
+            Some(Next::Value(b"1".to_vec()))
+        );
+        assert_eq!(
+            step(Some(b"-1"), &Call::incr("k"), &Outcome::Unknown),
+            Some(Next::Value(b"0".to_vec()))
+        );
+        // Not an integer as Redis writes one, or at the top of the range: INCR fails and
+        // changes nothing, so it cannot have returned.
+        let max = i64::MAX.to_string();
+        for held in [&b"ab"[..], b"+1", b"01", b"-0", b"", max.as_bytes()] {
+            assert_eq!(step(Some(held), &Call::incr("k"), &ok(Some(b"2"))), None);
+            assert_eq!(
+                step(Some(held), &Call::incr("k"), &Outcome::Unknown),
+                Some(Next::Same),
+                "{held:?}"
+            );
+        }
     }
 
     #[test]
@@ -148,5 +194,6 @@ mod tests {
         assert!(!read_only(&Call::put("k", "a"), &ok(None)));
         assert!(!read_only(&Call::append("k", ""), &ok(None)));
         assert!(!read_only(&Call::put_hash("k", ""), &ok(None)));
+        assert!(!read_only(&Call::incr("k"), &ok(Some(b"1"))));
     }
 }

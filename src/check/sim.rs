@@ -56,7 +56,7 @@ struct Planned {
 
 /// A random history of `shape` from a store that applies each call atomically at some instant
 /// during it. Written values are unique: puts write `v<n>`, appends add `a<n>`, and puthash
-/// hashes `h<n>` (storing only digits).
+/// hashes `h<n>` (storing only digits, which INCR counts on; an INCR of anything else fails).
 pub(crate) fn linearizable_history(rng: &mut StdRng, shape: &Shape) -> Vec<Operation> {
     let mut planned = Vec::with_capacity(shape.ops);
     for client in 0..shape.clients {
@@ -68,9 +68,10 @@ pub(crate) fn linearizable_history(rng: &mut StdRng, shape: &Shape) -> Vec<Opera
             let key = format!("k{}", rng.gen_range(0..shape.keys));
             let call = match rng.gen_range(0..100) {
                 0..40 => Call::get(key),
-                40..65 => Call::put(key, format!("v{serial}")),
-                65..80 => Call::append(key, format!("a{serial}")),
-                80..90 => Call::put_hash(key, format!("h{serial}")),
+                40..62 => Call::put(key, format!("v{serial}")),
+                62..75 => Call::append(key, format!("a{serial}")),
+                75..85 => Call::put_hash(key, format!("h{serial}")),
+                85..93 => Call::incr(key),
                 _ => Call::delete(key),
             };
             let invoke = now + rng.gen_range(1..=GAP);
@@ -100,26 +101,36 @@ pub(crate) fn linearizable_history(rng: &mut StdRng, shape: &Shape) -> Vec<Opera
         .collect();
     order.sort_unstable();
     let mut store = HashMap::new();
-    let mut returned = vec![None; planned.len()];
+    let mut returned = vec![Some(None); planned.len()];
     for (_, i) in order {
         returned[i] = apply(&mut store, &planned[i].call);
     }
+    // A call that failed changed nothing: a client that saw it fail records nothing, one that
+    // gave up on it records an unknown outcome (which may as well never have taken effect).
     let mut history: Vec<Operation> = planned
         .into_iter()
         .zip(returned)
-        .map(|(call, value)| match call.complete {
-            Some(at) => Operation::ok(call.client, call.call, call.invoke, at, value),
-            None => Operation::unknown(call.client, call.call, call.invoke),
+        .filter_map(|(call, value)| match (call.complete, value) {
+            (Some(at), Some(value)) => Some(Operation::ok(
+                call.client,
+                call.call,
+                call.invoke,
+                at,
+                value,
+            )),
+            (Some(_), None) => None,
+            (None, _) => Some(Operation::unknown(call.client, call.call, call.invoke)),
         })
         .collect();
     history.sort_by_key(|op| op.invoke);
     history
 }
 
-/// Runs `call` on `store`, returning what the store returns; written independently of the
+/// Runs `call` on `store`, returning what the store returns, or `None` if the call fails (an
+/// INCR of a value that is not an integer) and changes nothing; written independently of the
 /// checker's model so that the two check each other.
-fn apply(store: &mut HashMap<Vec<u8>, Vec<u8>>, call: &Call) -> Option<Vec<u8>> {
-    match call {
+fn apply(store: &mut HashMap<Vec<u8>, Vec<u8>>, call: &Call) -> Option<Option<Vec<u8>>> {
+    Some(match call {
         Call::Get { key } => store.get(key).cloned(),
         Call::Put { key, value } => {
             store.insert(key.clone(), value.clone());
@@ -138,7 +149,28 @@ fn apply(store: &mut HashMap<Vec<u8>, Vec<u8>>, call: &Call) -> Option<Vec<u8>> 
             previous
         }
         Call::Delete { key } => store.remove(key),
-    }
+        Call::Incr { key } => {
+            let old = match store.get(key) {
+                Some(value) => integer(value)?,
+                None => 0,
+            };
+            let new = old.checked_add(1)?.to_string().into_bytes();
+            store.insert(key.clone(), new.clone());
+            Some(new)
+        }
+    })
+}
+
+/// `bytes` as the integer Redis reads in them: `0`, or an optional `-` and digits not starting
+/// with `0`, within `i64`.
+fn integer(bytes: &[u8]) -> Option<i64> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let well_formed = match digits {
+        [b'0'] => digits.len() == bytes.len(),
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    well_formed.then(|| std::str::from_utf8(bytes).ok()?.parse().ok())?
 }
 
 /// `history` (from [`linearizable_history`]) with one completed read changed to return the

@@ -138,8 +138,10 @@ impl fmt::Display for CampaignReport {
     }
 }
 
-/// The longest stretch between consecutive successful completions.
-fn longest_gap(ops: &[Operation], end: u64) -> Duration {
+/// The longest stretch between consecutive successful completions up to `end` (the last one
+/// counts as ending one): where it starts and ends, in the history's nanoseconds (`(end, end)`
+/// if nothing completed).
+pub fn longest_gap(ops: &[Operation], end: u64) -> (u64, u64) {
     let mut done: Vec<u64> = ops
         .iter()
         .filter_map(|op| match op.outcome {
@@ -149,8 +151,10 @@ fn longest_gap(ops: &[Operation], end: u64) -> Duration {
         .collect();
     done.push(end);
     done.sort_unstable();
-    let gap = done.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-    Duration::from_nanos(gap)
+    done.windows(2)
+        .map(|w| (w[0], w[1]))
+        .max_by_key(|(from, to)| to - from)
+        .unwrap_or((end, end))
 }
 
 /// Run one campaign.
@@ -227,7 +231,10 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
         linearizability,
         appends,
         nemesis: log,
-        longest_unavailability: longest_gap(&ops, faults_end),
+        longest_unavailability: {
+            let (from, to) = longest_gap(&ops, faults_end);
+            Duration::from_nanos(to - from)
+        },
         recovery,
     }
 }

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::check::{check, check_appends, element, AppendReport, Call, Operation, Report};
 use crate::client::ClientError;
-use crate::kv::api::KvError;
+use crate::kv::api::{KvError, Op};
 use crate::Client;
 
 /// Keys of the register workload (checked for linearizability).
@@ -59,7 +59,9 @@ impl Recorder {
         }
     }
 
-    fn push(&self, op: Operation) {
+    /// Record `op`, a call made by a client of the caller's own (`perform` records those made
+    /// through the client library); its times must come from [`Recorder::now`].
+    pub fn push(&self, op: Operation) {
         match self.ops.lock() {
             Ok(mut ops) => ops.push(op),
             Err(poisoned) => poisoned.into_inner().push(op),
@@ -75,6 +77,10 @@ impl Recorder {
             Call::Append { key, value } => client.append(key, value).await.map(|()| None),
             Call::PutHash { key, value } => client.put_hash(key, value).await,
             Call::Delete { key } => client.delete(key).await,
+            Call::Incr { key } => {
+                let key = key.clone();
+                client.execute(Op::IncrBy { key, by: 1 }).await
+            }
         };
         match result {
             Ok(value) => self.push(Operation::ok(who, call, invoke, self.now(), value)),

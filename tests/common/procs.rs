@@ -26,14 +26,38 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("an address").port()
 }
 
+/// `n` loopback ports free right now, all different: each is held until all are drawn, where
+/// calling [`free_port`] `n` times may give the same port twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("an address").port())
+        .collect()
+}
+
 /// Poll `probe` every 50 ms until it gives a value; panics after [`DEADLINE`].
-pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    wait_within(what, DEADLINE, probe)
+}
+
+/// Poll `probe` every 50 ms until it gives a value; panics after `deadline`.
+pub fn wait_within<T>(what: &str, deadline: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    poll_within(deadline, probe).unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// Poll `probe` every 50 ms until it gives a value; `None` after `deadline`.
+pub fn poll_within<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(value) = probe() {
-            return value;
+            return Some(value);
         }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        if start.elapsed() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
