@@ -62,7 +62,8 @@ impl Default for Limits {
 }
 
 impl Limits {
-    fn session_bounds(&self) -> SessionBounds {
+    /// The duplicate table's bounds these limits set.
+    pub fn session_bounds(&self) -> SessionBounds {
         SessionBounds {
             ttl_ms: self.session_ttl.as_millis() as u64,
             max_sessions: self.max_sessions,

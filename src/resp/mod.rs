@@ -15,6 +15,7 @@ mod subcommands;
 mod table;
 
 pub use command::{parse, Command, ConnectionCommand, Refusal, SetShape};
+pub use connection::read_batch;
 pub use scan::{Cursors, Glob, MAX_CURSORS};
 
 use std::future::Future;

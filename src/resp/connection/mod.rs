@@ -149,7 +149,7 @@ fn resp3(frame: BytesFrame, map: bool) -> Frame3 {
 
 /// The requests complete in `input` (taken out of it), at most [`MAX_RUN`]; a frame that
 /// cannot be read ends the batch as an error (the connection closes after answering it).
-fn read_batch(input: &mut BytesMut) -> Vec<Result<Vec<Bytes>, String>> {
+pub fn read_batch(input: &mut BytesMut) -> Vec<Result<Vec<Bytes>, String>> {
     let mut batch = Vec::new();
     while batch.len() < MAX_RUN {
         let args = if input.first().is_some_and(|b| *b != b'*') {
