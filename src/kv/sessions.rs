@@ -139,10 +139,11 @@ impl Sessions {
             }
             return Lookup::New;
         };
-        let (last, saved) = (session.seq, session.reply.clone());
+        let last = session.seq;
         if seq > last {
             return Lookup::New;
         }
+        let saved = session.reply.clone();
         self.touch(client, now_ms);
         match (seq == last, saved) {
             (true, Some(reply)) => Lookup::Repeat(reply),
@@ -152,22 +153,27 @@ impl Sessions {
     }
 
     fn touch(&mut self, client: u64, now_ms: u64) {
+        if self.table.get(&client).is_some_and(|s| s.last_ms >= now_ms) {
+            return;
+        }
         if let Some(mut session) = self.remove(client) {
-            session.last_ms = session.last_ms.max(now_ms);
-            self.insert(client, session);
+            session.last_ms = now_ms;
+            self.add(client, session);
         }
     }
 
     /// Save the reply to write `seq` of `client`, then evict the oldest replies over the
     /// bounds.
     pub fn record(&mut self, client: u64, seq: u64, reply: Reply, now_ms: u64) {
-        self.remove(client);
-        self.insert(
+        let last_ms = self
+            .remove(client)
+            .map_or(now_ms, |s| s.last_ms.max(now_ms));
+        self.add(
             client,
             Session {
                 seq,
                 reply: Some(reply),
-                last_ms: now_ms,
+                last_ms,
             },
         );
         while self.with_reply.len() > self.bounds.max_sessions
@@ -178,7 +184,7 @@ impl Sessions {
             };
             if let Some(mut session) = self.remove(oldest) {
                 session.reply = None;
-                self.insert(oldest, session);
+                self.add(oldest, session);
             }
         }
     }
@@ -186,6 +192,11 @@ impl Sessions {
     /// Put an entry in (from [`Sessions::record`] or a transfer).
     pub fn insert(&mut self, client: u64, session: Session) {
         self.remove(client);
+        self.add(client, session);
+    }
+
+    /// Put in an entry for a client that has none.
+    fn add(&mut self, client: u64, session: Session) {
         self.by_age.insert((session.last_ms, client));
         if let Some(reply) = &session.reply {
             self.with_reply.insert((session.last_ms, client));

@@ -188,21 +188,25 @@ impl Store {
                 get,
                 ttl,
             } => {
-                let exists = self.data.get(key).is_some();
+                // A plain SET looks the key up once, to write it (a lookup in a big store is
+                // most of a write's cost).
                 let write = match when {
                     When::Always => true,
-                    When::Absent => !exists,
-                    When::Present => exists,
+                    When::Absent => self.data.get(key).is_none(),
+                    When::Present => self.data.get(key).is_some(),
                 };
                 let old = if write {
-                    let deadline = self.data.deadline(key);
-                    let old = previous(self.write(key, value));
+                    let deadline = match ttl {
+                        Ttl::Keep => self.data.deadline(key),
+                        _ => None,
+                    };
+                    let old = self.write(key, value).filter(|_| *get);
                     match ttl {
                         Ttl::Clear => {}
                         Ttl::Keep => self.data.set_deadline(key, deadline),
                         Ttl::In(ms) => self.data.set_deadline(key, Some(now.saturating_add(*ms))),
                     }
-                    old
+                    previous(old)
                 } else {
                     self.data.get(key).map(<[u8]>::to_vec)
                 };
