@@ -63,7 +63,7 @@ async fn calls_are_taken_in_the_order_started_and_answered_as_they_finish() {
     let rpc = RpcClient::new("framed-test", None);
     // Started 0..40 in order; the first ones take longest, so answers come back reversed.
     let calls: Vec<_> = (0..40u8)
-        .map(|i| rpc.start(&addr, "/kv/test", &[80 - 2 * i], DEADLINE))
+        .map(|i| rpc.start(&addr, "/kv/test", vec![80 - 2 * i], DEADLINE))
         .collect();
     for (i, call) in calls.into_iter().enumerate() {
         let body = call.await.expect("an answer");
@@ -77,8 +77,8 @@ async fn calls_are_taken_in_the_order_started_and_answered_as_they_finish() {
     assert_eq!(taken, (0..40u8).map(|i| 80 - 2 * i).collect::<Vec<_>>());
     // The clones of a client share its connection: still in order.
     let clone = rpc.clone();
-    let a = rpc.start(&addr, "/kv/test", &[1], DEADLINE);
-    let b = clone.start(&addr, "/kv/test", &[2], DEADLINE);
+    let a = rpc.start(&addr, "/kv/test", vec![1], DEADLINE);
+    let b = clone.start(&addr, "/kv/test", vec![2], DEADLINE);
     assert!(a.await.is_ok() && b.await.is_ok());
     let taken = handler.taken.lock().expect("the order").clone();
     assert_eq!(&taken[40..], &[1, 2]);
@@ -92,7 +92,7 @@ async fn a_connection_without_the_secret_is_refused_before_any_call_is_taken() {
     let without = RpcClient::new("no-secret", None);
     let wrong = RpcClient::new("wrong", None).with_secret(Some(Secret::generate()));
     for rpc in [&without, &wrong] {
-        let reply = rpc.start(&addr, "/kv/test", &[1], DEADLINE).await;
+        let reply = rpc.start(&addr, "/kv/test", vec![1], DEADLINE).await;
         assert!(
             reply.as_ref().is_err_and(RpcError::is_unauthorized),
             "{reply:?}"
@@ -100,7 +100,7 @@ async fn a_connection_without_the_secret_is_refused_before_any_call_is_taken() {
     }
     assert!(handler.taken.lock().expect("calls").is_empty());
     let with = RpcClient::new("owner", None).with_secret(Some(secret));
-    let reply = with.start(&addr, "/kv/test", &[1], DEADLINE).await;
+    let reply = with.start(&addr, "/kv/test", vec![1], DEADLINE).await;
     assert_eq!(reply.expect("admitted"), Bytes::from_static(&[1, 1, 1]));
 }
 
@@ -121,7 +121,7 @@ async fn a_server_that_hangs_costs_a_timeout_then_a_new_connection_is_opened() {
     let rpc = RpcClient::new("patient", None);
     let timeout = Duration::from_millis(300);
     for attempt in 1..=2 {
-        let reply = rpc.start(&addr, "/kv/test", &[1], timeout).await;
+        let reply = rpc.start(&addr, "/kv/test", vec![1], timeout).await;
         assert!(
             matches!(
                 reply,
@@ -143,7 +143,7 @@ async fn framed_calls_are_counted_in_metrics_by_path() {
     let addr = listen(handler, None).await;
     let rpc = RpcClient::new("counted", None);
     for _ in 0..3 {
-        rpc.start(&addr, "/kv/counted", &[0], DEADLINE)
+        rpc.start(&addr, "/kv/counted", vec![0], DEADLINE)
             .await
             .expect("an answer");
     }

@@ -282,7 +282,7 @@ async fn one_client(
                                 value: value.clone(),
                             },
                         };
-                        rpc.start(addr, REQUEST, &encode(&request), Duration::from_secs(10))
+                        rpc.start(addr, REQUEST, encode(&request), Duration::from_secs(10))
                     })
                     .collect();
                 let mut ok = true;

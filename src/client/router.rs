@@ -461,7 +461,7 @@ impl Router {
             }
             _ => Attempt::Remote(
                 addr.to_string(),
-                self.rpc.start(addr, REQUEST, &encode(request), timeout),
+                self.rpc.start(addr, REQUEST, encode(request), timeout),
             ),
         }
     }

@@ -185,7 +185,7 @@ fn start<T: serde::Serialize>(
 ) -> Pin<Box<dyn Future<Output = Sent> + Send>> {
     let call = server
         .rpc
-        .start(addr, path, &encode(message), server.config.rpc_timeout);
+        .start(addr, path, encode(message), server.config.rpc_timeout);
     let (id, path) = (server.config.id.clone(), path.to_string());
     Box::pin(async move {
         let reply = call.await.and_then(|bytes| {

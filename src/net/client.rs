@@ -204,7 +204,7 @@ impl RpcClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, RpcError> {
-        self.start(addr, path, &body, timeout)
+        self.start(addr, path, body, timeout)
             .await
             .map(|bytes| bytes.to_vec())
     }
@@ -217,9 +217,10 @@ impl RpcClient {
         &self,
         addr: &str,
         path: &str,
-        body: &[u8],
+        body: impl Into<Bytes>,
         timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Send>> {
+        let body: Bytes = body.into();
         let fate = match &self.faults {
             Some(faults) => faults.fate(&self.me, addr),
             None => Fate::Deliver {
@@ -243,14 +244,14 @@ impl RpcClient {
                 let started = self.frames.start(&addr, path, body);
                 Box::pin(async move { framed_reply(&addr, started.answer(&addr, timeout).await) })
             } else {
-                let (this, path, body) = (self.clone(), path.to_string(), body.to_vec());
+                let (this, path) = (self.clone(), path.to_string());
                 Box::pin(async move {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay.min(timeout)).await;
                     }
                     let left = timeout.saturating_sub(delay);
                     if framed {
-                        let started = this.frames.start(&addr, &path, &body);
+                        let started = this.frames.start(&addr, &path, body);
                         return framed_reply(&addr, started.answer(&addr, left).await);
                     }
                     match tokio::time::timeout(left, this.exchange(&addr, &path, body)).await {
@@ -272,19 +273,18 @@ impl RpcClient {
     }
 
     /// One HTTP exchange, without faults or deadline.
-    async fn exchange(&self, addr: &str, path: &str, body: Vec<u8>) -> Result<Bytes, RpcError> {
+    async fn exchange(&self, addr: &str, path: &str, body: Bytes) -> Result<Bytes, RpcError> {
         let mut request = hyper::Request::post(format!("{}://{addr}{path}", self.http.scheme()))
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream");
         if let Some(secret) = &self.secret {
             request = request.header(hyper::header::AUTHORIZATION, secret.header().clone());
         }
-        let request =
-            request
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|err| RpcError::Unreachable {
-                    addr: addr.to_string(),
-                    reason: format!("bad address: {err}"),
-                })?;
+        let request = request
+            .body(Full::new(body))
+            .map_err(|err| RpcError::Unreachable {
+                addr: addr.to_string(),
+                reason: format!("bad address: {err}"),
+            })?;
         let response = self.http.request(request).await.map_err(|err| {
             let mut reason = with_causes(&err);
             if matches!(self.http, Pool::Plain(_)) && answered_garbage(&err) {
@@ -333,7 +333,7 @@ impl RpcClient {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let bytes = self.start(addr, path, &encode(request), timeout).await?;
+        let bytes = self.start(addr, path, encode(request), timeout).await?;
         decode(&bytes).map_err(|err| RpcError::Malformed {
             addr: addr.to_string(),
             reason: err.0,

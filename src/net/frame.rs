@@ -69,13 +69,19 @@ pub struct Answer {
 
 /// Append a call to `out`. `path` is at most 255 bytes (ours are constants).
 pub fn encode_call(out: &mut BytesMut, id: u64, path: &str, body: &[u8]) {
-    let path = &path.as_bytes()[..path.len().min(u8::MAX as usize)];
     out.reserve(LEN + CALL_HEADER + path.len() + body.len());
-    out.put_u32_le((CALL_HEADER + path.len() + body.len()) as u32);
+    encode_call_header(out, id, path, body.len());
+    out.put_slice(body);
+}
+
+/// Append the header of a call whose body of `body_len` bytes follows on the wire (so a big
+/// body is written from where it is, not copied behind its header).
+pub fn encode_call_header(out: &mut BytesMut, id: u64, path: &str, body_len: usize) {
+    let path = &path.as_bytes()[..path.len().min(u8::MAX as usize)];
+    out.put_u32_le((CALL_HEADER + path.len() + body_len) as u32);
     out.put_u64_le(id);
     out.put_u8(path.len() as u8);
     out.put_slice(path);
-    out.put_slice(body);
 }
 
 /// Append an answer to `out`.

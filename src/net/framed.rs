@@ -22,8 +22,9 @@ use super::MAX_MESSAGE;
 pub const MAX_IN_FLIGHT: usize = 4096;
 /// Most bytes of the hello frame (it carries one header value).
 const MAX_HELLO: usize = 4096;
-/// The read buffer's starting size: room for many small calls per read.
-const READ_BUFFER: usize = 64 << 10;
+/// The read buffer's starting size: room for a few dozen small calls per read (it grows for a
+/// bigger frame). Every connection holds one, so it stays small.
+const READ_BUFFER: usize = 8 << 10;
 
 /// A call's outcome: the HTTP status it would have had, and its body.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_rustls::TlsConnector;
 
-use super::frame::{decode_answer, encode_call, Answer, HELLO, MAGIC};
+use super::frame::{decode_answer, encode_call, encode_call_header, Answer, HELLO, MAGIC};
 use super::tls::TLS_HINT;
 use super::RpcError;
 
@@ -29,6 +29,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const IDLE_AFTER: Duration = Duration::from_secs(25);
 /// Most bytes gathered into one write.
 const MAX_WRITE: usize = 1 << 20;
+/// A body at least this big is written from its own buffer rather than copied into the
+/// write buffer (a transfer chunk is megabytes).
+const COPY_AT_MOST: usize = 64 << 10;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     match mutex.lock() {
@@ -44,8 +47,10 @@ type Answering = oneshot::Sender<Result<Answer, RpcError>>;
 struct Outgoing {
     /// The id the frame carries.
     id: u64,
-    /// The whole frame.
-    frame: Bytes,
+    /// The frame's header.
+    header: BytesMut,
+    /// Its body.
+    body: Bytes,
     /// Where its answer goes.
     reply: Answering,
 }
@@ -154,7 +159,7 @@ impl Mux {
 
     /// Start a call of `path` with `body` on the connection to `addr` (opened if need be): it
     /// is written after every call started before it on that connection.
-    pub(super) fn start(&self, addr: &str, path: &str, body: &[u8]) -> Started {
+    pub(super) fn start(&self, addr: &str, path: &str, body: Bytes) -> Started {
         let mut conns = lock(&self.conns);
         let fresh = conns.get(addr).is_some_and(|c| {
             let state = &c.state;
@@ -172,12 +177,13 @@ impl Mux {
         let at_ms = state.now_ms();
         state.used_ms.store(at_ms, Ordering::Relaxed);
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut frame = BytesMut::new();
-        encode_call(&mut frame, id, path, body);
+        let mut header = BytesMut::with_capacity(32);
+        encode_call_header(&mut header, id, path, body.len());
         let (reply, answer) = oneshot::channel();
         let outgoing = Outgoing {
             id,
-            frame: frame.freeze(),
+            header,
+            body,
             reply,
         };
         if let Err(mpsc::error::SendError(lost)) = conn.queue.send(outgoing) {
@@ -352,18 +358,30 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         let mut output = BytesMut::new();
         while let Some(call) = calls.recv().await {
             let mut next = Some(call);
-            while let Some(Outgoing { id, frame, reply }) = next.take() {
+            while let Some(Outgoing {
+                id,
+                header,
+                body,
+                reply,
+            }) = next.take()
+            {
                 lock(waiting).insert(id, reply);
-                output.extend_from_slice(&frame);
+                output.extend_from_slice(&header);
+                if body.len() < COPY_AT_MOST {
+                    output.extend_from_slice(&body);
+                } else {
+                    writer.write_all(&output).await.map_err(|e| e.to_string())?;
+                    output.clear();
+                    writer.write_all(&body).await.map_err(|e| e.to_string())?;
+                }
                 if output.len() < MAX_WRITE {
                     next = calls.try_recv().ok();
                 }
             }
-            writer
-                .write_all(&output)
-                .await
-                .map_err(|err| err.to_string())?;
-            output.clear();
+            if !output.is_empty() {
+                writer.write_all(&output).await.map_err(|e| e.to_string())?;
+                output.clear();
+            }
         }
         // The pool let go of the connection: say so, and read the answers still due.
         let _ = writer.shutdown().await;

@@ -2,6 +2,7 @@
 //! sends, and — key by key — how long a read under the lease must wait before it may answer.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 
 use crate::kv::api::{Entry, Op};
 
@@ -30,8 +31,12 @@ fn footprint(op: &Op) -> Footprint<'_> {
 pub struct Unconfirmed {
     /// The entries.
     entries: VecDeque<Entry>,
-    /// For each key some entry here writes, the newest such entry's index.
-    written: HashMap<Vec<u8>, u64>,
+    /// For each key some entry here writes, by the key's hash, the newest such entry's index.
+    /// Two keys with one hash share a slot, which only makes a read wait for a write it need
+    /// not: kept by hash, the table allocates nothing per write.
+    written: HashMap<u64, u64>,
+    /// Hashes keys for `written`.
+    hasher: RandomState,
     /// The newest entry here that writes every key (a flush), or 0.
     everything: u64,
     /// Entries up to this index were dropped for a transfer before they were confirmed, so
@@ -46,7 +51,7 @@ impl Unconfirmed {
             Footprint::All => self.everything = entry.index,
             Footprint::Keys(keys) => {
                 for key in keys {
-                    self.written.insert(key.to_vec(), entry.index);
+                    self.written.insert(self.hasher.hash_one(key), entry.index);
                 }
             }
         }
@@ -61,8 +66,9 @@ impl Unconfirmed {
             };
             if let Footprint::Keys(keys) = footprint(&entry.request.op) {
                 for key in keys {
-                    if self.written.get(key) == Some(&entry.index) {
-                        self.written.remove(key);
+                    let hash = self.hasher.hash_one(key);
+                    if self.written.get(&hash) == Some(&entry.index) {
+                        self.written.remove(&hash);
                     }
                 }
             }
@@ -106,7 +112,7 @@ impl Unconfirmed {
             Footprint::All => self.entries.back().map_or(0, |e| e.index),
             Footprint::Keys(keys) => keys
                 .into_iter()
-                .filter_map(|key| self.written.get(key).copied())
+                .filter_map(|key| self.written.get(&self.hasher.hash_one(key)).copied())
                 .max()
                 .unwrap_or(0),
         };
