@@ -2,6 +2,7 @@
 //! redis-server's for the same keys as the reference.
 
 use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -93,12 +94,29 @@ impl Drop for Killed {
 }
 
 /// Redis's RSS before and after `redis-cli --pipe` loads the same keys; `None` without redis.
-pub(super) fn redis_memory(keys: u64, value_size: usize) -> anyhow::Result<Option<Memory>> {
+/// It runs in `dir`, its own empty directory, so no `dump.rdb` lying in the working directory
+/// is loaded into it.
+pub(super) fn redis_memory(
+    dir: &Path,
+    keys: u64,
+    value_size: usize,
+) -> anyhow::Result<Option<Memory>> {
     if !on_path("redis-server") || !on_path("redis-cli") {
         return Ok(None);
     }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let port = free_port()?.to_string();
-    let args = ["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+    let dir = dir.to_string_lossy();
+    let args = [
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--dir",
+        &dir,
+    ];
     let server = Killed(
         Command::new("redis-server")
             .args(args)

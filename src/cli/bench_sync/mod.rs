@@ -310,11 +310,12 @@ pub async fn run(
         bail!("--keys must be at least 1");
     }
     let raw = keys * (KEY_LEN + value_size) as u64;
-    let redis = tokio::task::spawn_blocking(move || redis_memory(keys, value_size))
+    let dir = run_dir(dir, "viewkv-bench-sync")?;
+    let redis_dir = dir.join("redis");
+    let redis = tokio::task::spawn_blocking(move || redis_memory(&redis_dir, keys, value_size))
         .await
         .context("the redis measurement panicked")??;
 
-    let dir = run_dir(dir, "viewkv-bench-sync")?;
     let cluster = LocalCluster::start_on_free_ports(&dir)?;
     let addrs = cluster.monitor_addrs();
     let monitors = MonitorClient::new(
