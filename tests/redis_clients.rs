@@ -402,6 +402,83 @@ print(r.dbsize())
 }
 
 #[test]
+fn transactions_are_atomic_and_all_or_nothing_for_redis_py_and_redis_cli() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let up = Up::start(dir.path());
+    // redis-py's default pipeline is a MULTI/EXEC transaction. Writers increment two keys in
+    // one transaction while readers read both in one: were a transaction not applied as one
+    // operation, a reader would see them differ.
+    let program = r#"
+import os, threading, redis
+port, secret = int(os.environ["PORT"]), os.environ["SECRET"]
+for protocol in (2, 3):
+    r = redis.Redis(host="127.0.0.1", port=port, password=secret, protocol=protocol)
+    key = lambda name: f"{port}:{name}{protocol}"
+    pipe = r.pipeline()
+    pipe.set(key("s"), "v").incr(key("n")).get(key("s")).mget(key("s"), key("none"))
+    assert pipe.execute() == [True, 1, b"v", [b"v", None]], "one transaction"
+    assert r.pipeline().execute() == [], "an empty transaction"
+    pipe = r.pipeline()
+    pipe.set(key("t"), "text").incr(key("t")).set(key("after"), "ran")
+    replies = pipe.execute(raise_on_error=False)
+    assert isinstance(replies[1], redis.ResponseError), replies
+    assert replies[0] is True and replies[2] is True, replies
+    assert r.get(key("after")) == b"ran", "an error at run time does not stop the others"
+    seen, stop = [], threading.Event()
+    def writer():
+        for i in range(100):
+            r.pipeline().incr(key("a")).incr(key("b")).execute()
+    def reader():
+        while not stop.is_set():
+            a, b = r.pipeline().get(key("a")).get(key("b")).execute()
+            seen.append((a, b))
+    writers = [threading.Thread(target=writer) for _ in range(4)]
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    [t.start() for t in writers + readers]
+    [t.join() for t in writers]
+    stop.set()
+    [t.join() for t in readers]
+    torn = [pair for pair in seen if pair[0] != pair[1]]
+    assert not torn and len(seen) > 0, (torn[:5], len(seen))
+    assert r.mget(key("a"), key("b")) == [b"400", b"400"]
+print("ok")
+"#;
+    let (primary, _) = up.roles();
+    for port in [up.idle_port(), up.resp[&primary]] {
+        assert_eq!(up.python(port, program).trim(), "ok", "through port {port}");
+    }
+    // A command that cannot be queued discards the transaction: nothing in it runs.
+    let port = up.idle_port();
+    let out = up.piped(
+        port,
+        "MULTI\nSET cli:x 1\nINCR\nKEYS *\nEXEC\nEXISTS cli:x\nMULTI\nSET cli:y 1\nDISCARD\nEXISTS cli:y\n\
+         EXEC\nMULTI\nMULTI\nINCR cli:n\nINCR cli:n\nEXEC\n",
+    );
+    // redis-cli writes an empty line after each error.
+    let mut lines: Vec<&str> = Vec::new();
+    for line in out.lines() {
+        let after_error = lines
+            .last()
+            .is_some_and(|l| l.starts_with("ERR") || l.starts_with("EXECABORT"));
+        if !(line.is_empty() && after_error) {
+            lines.push(line);
+        }
+    }
+    assert_eq!(lines[0], "OK", "{out}");
+    assert_eq!(lines[1], "QUEUED", "{out}");
+    assert!(lines[2].contains("wrong number of arguments"), "{out}");
+    assert!(lines[3].contains("KEYS cannot be queued"), "{out}");
+    assert!(lines[4].starts_with("EXECABORT"), "{out}");
+    assert_eq!(lines[5], "0", "the discarded SET did not run: {out}");
+    assert_eq!(&lines[6..9], ["OK", "QUEUED", "OK"], "{out}");
+    assert_eq!(lines[9], "0", "DISCARD drops the queue: {out}");
+    assert!(lines[10].contains("EXEC without MULTI"), "{out}");
+    assert_eq!(lines[11], "OK", "{out}");
+    assert!(lines[12].contains("can not be nested"), "{out}");
+    assert_eq!(&lines[13..], ["QUEUED", "QUEUED", "1", "2"], "{out}");
+}
+
+#[test]
 fn redis_benchmark_runs_and_a_kill_9_of_the_primary_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let up = Up::start(dir.path());

@@ -172,6 +172,15 @@ pub enum Op {
         /// The keys.
         keys: Vec<serde_bytes::ByteBuf>,
     },
+    /// Several operations applied as one, in order, with nothing in between (Redis's
+    /// `MULTI`/`EXEC`): one entry, replicated and deduplicated like any operation. The reply is
+    /// [`Replies`], encoded: each operation's own reply — one refused (say an `IncrBy` of a
+    /// value that is not an integer) changes nothing but does not stop the others. A read if
+    /// all its operations are. An operation may not itself be a `Multi` (`Invalid`).
+    Multi {
+        /// The operations, in order.
+        ops: Vec<Op>,
+    },
 }
 
 /// Most keys one [`Op::Scan`] returns.
@@ -227,6 +236,22 @@ impl ScanPage {
 /// The reply of an [`Op::MGet`]: one value per key asked, `None` for a key that is absent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Values(pub Vec<Option<Vec<u8>>>);
+
+/// The reply of an [`Op::Multi`]: one reply per operation, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replies(pub Vec<Reply>);
+
+impl Replies {
+    /// As it travels in a [`Reply::Ok`].
+    pub fn encode(&self) -> Vec<u8> {
+        crate::net::encode(self)
+    }
+
+    /// Read an encoded reply list.
+    pub fn decode(bytes: &[u8]) -> Result<Replies, crate::net::DecodeError> {
+        crate::net::decode(bytes)
+    }
+}
 
 /// The length that marks an absent value in an encoded [`Values`] (no value is that long: a
 /// message is at most [`crate::net::MAX_MESSAGE`] bytes).
@@ -343,6 +368,7 @@ impl Op {
                 keys.first().map_or(&[][..], |key| key)
             }
             Op::Flush => &[],
+            Op::Multi { ops } => ops.first().map_or(&[][..], Op::key),
         }
     }
 
@@ -364,7 +390,7 @@ impl Op {
         matches!(
             self,
             Op::Get { .. } | Op::Scan { .. } | Op::Ttl { .. } | Op::MGet { .. } | Op::Exists { .. }
-        )
+        ) || matches!(self, Op::Multi { ops } if ops.iter().all(Op::is_read))
     }
 
     /// Key and value bytes it carries: what it costs to replicate, roughly.
@@ -374,6 +400,7 @@ impl Op {
             Op::MGet { keys } | Op::DelMany { keys } | Op::Exists { keys } => {
                 keys.iter().map(|k| k.len()).sum()
             }
+            Op::Multi { ops } => ops.iter().map(Op::bytes).sum(),
             _ => self.key().len() + self.value().map_or(0, <[u8]>::len),
         }
     }
@@ -397,7 +424,8 @@ impl Op {
             | Op::Ttl { .. }
             | Op::MGet { .. }
             | Op::DelMany { .. }
-            | Op::Exists { .. } => None,
+            | Op::Exists { .. }
+            | Op::Multi { .. } => None,
         }
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::api::{
-    ExpireIf, KvError, Op, Reply, Request, ScanPage, Ttl, Values, When, SCAN_BYTES, SCAN_MAX_KEYS,
+    ExpireIf, KvError, Op, Replies, Reply, Request, ScanPage, Ttl, Values, When, SCAN_BYTES,
+    SCAN_MAX_KEYS,
 };
 use super::data::{Data, Record};
 use super::sessions::{Lookup, Session, SessionBounds, Sessions};
@@ -92,6 +93,16 @@ fn invalid(reason: &str) -> Reply {
     })
 }
 
+/// The reply of an [`Op::Multi`] of `ops`: `run` each in order, or `Invalid` without running
+/// any if one is a `Multi` itself.
+fn each(ops: &[Op], mut run: impl FnMut(&Op) -> Reply) -> Reply {
+    if ops.iter().any(|op| matches!(op, Op::Multi { .. })) {
+        return invalid("MULTI calls can not be nested");
+    }
+    let replies = ops.iter().map(&mut run).collect();
+    Reply::Ok(Some(Replies(replies).encode()))
+}
+
 fn too_large(what: &str, size: usize, limits: &Limits) -> Reply {
     Reply::Err(KvError::TooLarge {
         what: what.to_string(),
@@ -155,6 +166,7 @@ impl Store {
         }
         let previous = |r: Option<Record>| r.map(|r| r.value().to_vec());
         match op {
+            Op::Multi { ops } => each(ops, |op| self.execute(op)),
             Op::Get { .. }
             | Op::Scan { .. }
             | Op::Ttl { .. }
@@ -333,9 +345,11 @@ impl Store {
         if let Some(value) = op.value().filter(|v| v.len() > limits.max_value) {
             return Err(too_large("value", value.len(), limits));
         }
-        if op.many_keys().is_some() && op.bytes() > limits.max_value {
+        let whole = op.many_keys().is_some() || matches!(op, Op::Multi { .. });
+        if whole && op.bytes() > limits.max_value {
             let what = match op {
                 Op::MSet { .. } => "MSET (keys and values together)",
+                Op::Multi { .. } => "MULTI (keys and values together)",
                 _ => "keys together",
             };
             return Err(too_large(what, op.bytes(), limits));
@@ -391,6 +405,7 @@ impl Store {
                 )
                 .encode(),
             )),
+            Op::Multi { ops } => each(ops, |op| self.read_at(op, now)),
             _ => invalid("only a read can be answered without replicating it"),
         }
     }
@@ -440,16 +455,7 @@ impl Store {
     /// then up to [`REAP_PER_APPLY`] of the keys due first, so memory is given back without
     /// reads. Deterministic: the backup applies the same entries at the same service times.
     fn reap(&mut self, op: &Op, now: u64) {
-        let mut reap_key = |key: &[u8]| {
-            if self.data.deadline(key).is_some_and(|at| at <= now) {
-                self.data.remove(key);
-            }
-        };
-        match op.many_keys() {
-            Some(keys) => keys.into_iter().for_each(reap_key),
-            None if matches!(op, Op::Scan { .. } | Op::Flush) => {}
-            None => reap_key(op.key()),
-        }
+        self.reap_keys(op, now);
         for _ in 0..REAP_PER_APPLY {
             match self.data.first_due() {
                 Some((at, key)) if at <= now => {
@@ -458,6 +464,23 @@ impl Store {
                 }
                 _ => break,
             }
+        }
+    }
+
+    /// Remove the keys `op` touches whose deadline is `now` or earlier.
+    fn reap_keys(&mut self, op: &Op, now: u64) {
+        let mut reap_key = |key: &[u8]| {
+            if self.data.deadline(key).is_some_and(|at| at <= now) {
+                self.data.remove(key);
+            }
+        };
+        match op {
+            Op::Multi { ops } => ops.iter().for_each(|op| self.reap_keys(op, now)),
+            Op::Scan { .. } | Op::Flush => {}
+            _ => match op.many_keys() {
+                Some(keys) => keys.into_iter().for_each(reap_key),
+                None => reap_key(op.key()),
+            },
         }
     }
 
@@ -967,6 +990,93 @@ mod tests {
             keys: keys(&["abc", "de"]),
         };
         assert!(refused(store.read(&exists, 0)));
+    }
+
+    fn replies(reply: Reply) -> Vec<Reply> {
+        let Reply::Ok(Some(bytes)) = reply else {
+            panic!("a MULTI answers its replies, not {reply:?}");
+        };
+        Replies::decode(&bytes).expect("replies").0
+    }
+
+    #[test]
+    fn multi_applies_its_operations_in_order_as_one_and_answers_each() {
+        let mut store = Store::new(Limits::default());
+        store.apply(&req(1, 1, put(b"text", b"abc")), 0);
+        let multi = Op::Multi {
+            ops: vec![
+                put(b"n", b"41"),
+                Op::IncrBy {
+                    key: b"n".to_vec(),
+                    by: 1,
+                },
+                Op::IncrBy {
+                    key: b"text".to_vec(),
+                    by: 1,
+                },
+                Op::Get { key: b"n".to_vec() },
+            ],
+        };
+        let ok = |v: &str| Reply::Ok(Some(v.as_bytes().to_vec()));
+        let answered = replies(store.apply(&req(2, 1, multi.clone()), 0));
+        assert_eq!(answered.len(), 4);
+        assert_eq!(answered[0], Reply::Ok(None));
+        assert_eq!(answered[1], ok("42"), "each sees the ones before it");
+        assert!(
+            matches!(answered[2], Reply::Err(KvError::Invalid { .. })),
+            "one refused: {:?}",
+            answered[2]
+        );
+        assert_eq!(answered[3], ok("42"), "and the others still run");
+        assert_eq!(store.data().get(b"text"), Some(&b"abc"[..]));
+        // One operation for the sessions: a retry gets the saved replies and runs nothing.
+        store.apply(&req(1, 2, put(b"n", b"0")), 0);
+        assert_eq!(replies(store.apply(&req(2, 1, multi), 0)), answered);
+        assert_eq!(store.data().get(b"n"), Some(&b"0"[..]));
+    }
+
+    #[test]
+    fn a_multi_of_reads_is_a_read_and_nesting_is_refused() {
+        let mut store = Store::new(Limits::default());
+        store.apply(&req(1, 1, set("due", "x", Ttl::In(10))), 0);
+        let reads = Op::Multi {
+            ops: vec![
+                Op::Get {
+                    key: b"due".to_vec(),
+                },
+                Op::Exists {
+                    keys: keys(&["due", "nope"]),
+                },
+            ],
+        };
+        assert!(reads.is_read());
+        let ok = |v: &str| Reply::Ok(Some(v.as_bytes().to_vec()));
+        assert_eq!(replies(store.read(&reads, 5)), vec![ok("x"), ok("1")]);
+        assert_eq!(
+            replies(store.read(&reads, 10)),
+            vec![Reply::Ok(None), ok("0")]
+        );
+        assert_eq!(store.sessions().len(), 1, "reads keep no session");
+        let nested = Op::Multi {
+            ops: vec![put(b"a", b"1"), reads],
+        };
+        assert!(!nested.is_read());
+        assert!(matches!(
+            store.apply(&req(2, 1, nested), 10),
+            Reply::Err(KvError::Invalid { .. })
+        ));
+        assert_eq!(store.data().get(b"a"), None, "a refused MULTI runs nothing");
+        let big = Op::Multi {
+            ops: vec![put(b"a", &[7; 600]), put(b"b", &[7; 600])],
+        };
+        let limits = Limits {
+            max_value: 1000,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            Store::new(limits).apply(&req(3, 1, big), 10),
+            Reply::Err(KvError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -98,6 +98,12 @@ pub enum Command {
     },
     /// `FLUSHDB` and `FLUSHALL`, `ASYNC` or `SYNC` (both are synchronous here).
     Flush,
+    /// `MULTI`: queue the commands that follow until `EXEC`.
+    Multi,
+    /// `EXEC`: run the queued commands as one operation.
+    Exec,
+    /// `DISCARD`: drop the queued commands.
+    Discard,
 }
 
 /// A command that changes or describes the connection itself rather than the data.
@@ -220,6 +226,9 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Refusal> {
                 .map(|s| String::from_utf8_lossy(s).to_lowercase()),
         ),
         "dbsize" => Command::DbSize,
+        "multi" => Command::Multi,
+        "exec" => Command::Exec,
+        "discard" => Command::Discard,
         "get" => Command::Get(arg(0)),
         "set" => set(rest, lower)?,
         "setnx" => Command::Set {

@@ -13,6 +13,7 @@ mod pipeline;
 mod scan;
 mod subcommands;
 mod table;
+mod transaction;
 
 pub use command::{parse, Command, ConnectionCommand, Refusal, SetShape};
 pub use connection::read_batch;

@@ -187,6 +187,8 @@ const STRING: &str = "string";
 const GENERIC: &str = "generic";
 const CONNECTION: &str = "connection";
 const SERVER: &str = "server";
+const TRANSACTIONS: &str = "transactions";
+const TRANSACTION: &[&str] = &["noscript", "loading", "stale", "fast"];
 const O1: &str = "O(1)";
 const PER_KEY: &str = "O(N), N the number of keys given.";
 const ALL_KEYS: &str = "O(N), N the number of keys stored.";
@@ -277,7 +279,9 @@ pub static COMMANDS: &[Spec] = &[
     cmd("decr", 2, WRITE, FIRST, STRING, "1.0.0", O1, "Subtract one from a key's integer value (missing: 0); the result.", &[KEY]),
     cmd("decrby", 3, WRITE, FIRST, STRING, "1.0.0", O1, "Subtract an amount from a key's integer value (missing: 0); the result.", &[KEY, arg("decrement", Kind::Integer)]),
     cmd("del", -2, &["write"], ALL, GENERIC, "1.0.0", PER_KEY, "Remove the keys in one operation; how many existed.", &[KEYS]),
+    cmd("discard", 1, TRANSACTION, NO_KEYS, TRANSACTIONS, "2.0.0", "O(N), N the number of commands queued.", "Drop the commands queued since MULTI.", &[]),
     cmd("echo", 2, &["fast"], NO_KEYS, CONNECTION, "1.0.0", O1, "Answer with the message.", &[arg("message", Kind::String)]),
+    cmd("exec", 1, &["noscript", "loading", "stale"], NO_KEYS, TRANSACTIONS, "1.2.0", "Depends on the commands queued.", "Run the commands queued since MULTI as one operation, nothing in between; their replies.", &[]),
     cmd("exists", -2, READ, ALL, GENERIC, "1.0.0", PER_KEY, "Count, in one operation, how many of the keys exist (a repeated key each time).", &[KEYS]),
     cmd("expire", -3, REMOVE, FIRST, GENERIC, "1.0.0", O1, "Make a key expire after a number of seconds (0 or less: remove it); 1 if set.", &[KEY, arg("seconds", Kind::Integer), EXPIRE_WHEN]),
     cmd("flushall", -1, &["write"], NO_KEYS, SERVER, "1.0.0", ALL_KEYS, "Remove every key (the service has one database).", &[FLUSH_MODE]),
@@ -306,6 +310,7 @@ pub static COMMANDS: &[Spec] = &[
     cmd("msetnx", -3, &["write", "denyoom"], (1, -1, 2), STRING, "1.0.1", PER_KEY, "Set several keys in one operation only if none of them exists; 1 if set.", &[
         arg("data", Kind::Block(&[KEY, VALUE])).multiple(),
     ]),
+    cmd("multi", 1, TRANSACTION, NO_KEYS, TRANSACTIONS, "1.2.0", O1, "Queue the commands that follow (one-operation data commands only) until EXEC or DISCARD.", &[]),
     cmd("persist", 2, REMOVE, FIRST, GENERIC, "2.2.0", O1, "Make a key live for ever again; 1 if it had a time to live.", &[KEY]),
     cmd("pexpire", -3, REMOVE, FIRST, GENERIC, "2.6.0", O1, "Make a key expire after a number of milliseconds (0 or less: remove it); 1 if set.", &[KEY, arg("milliseconds", Kind::Integer), EXPIRE_WHEN]),
     cmd("ping", -1, &["fast", "stale"], NO_KEYS, CONNECTION, "1.0.0", O1, "PONG, or the message given.", &[arg("message", Kind::String).optional()]),

@@ -22,6 +22,16 @@ enum Footprint<'a> {
 fn footprint(op: &Op) -> Footprint<'_> {
     match op {
         Op::Scan { .. } | Op::Flush => Footprint::All,
+        Op::Multi { ops } => {
+            let mut keys = Vec::new();
+            for op in ops {
+                match footprint(op) {
+                    Footprint::All => return Footprint::All,
+                    Footprint::Keys(more) => keys.extend(more),
+                }
+            }
+            Footprint::Keys(keys)
+        }
         _ => Footprint::Keys(op.many_keys().unwrap_or_else(|| vec![op.key()])),
     }
 }
@@ -207,6 +217,35 @@ mod tests {
             3,
             "what the transfer carries is unknown"
         );
+    }
+
+    #[test]
+    fn a_multi_counts_as_a_write_of_each_of_its_keys() {
+        let mut u = Unconfirmed::default();
+        u.push(entry(1, put("a")));
+        u.push(entry(
+            2,
+            Op::Multi {
+                ops: vec![put("b"), put("c")],
+            },
+        ));
+        assert_eq!(u.read_waits_for(&get("c")), 2);
+        assert_eq!(u.read_waits_for(&get("d")), 0);
+        let reads = Op::Multi {
+            ops: vec![get("d"), get("a")],
+        };
+        assert_eq!(
+            u.read_waits_for(&reads),
+            1,
+            "a MULTI of reads waits for each"
+        );
+        u.push(entry(
+            3,
+            Op::Multi {
+                ops: vec![put("x"), Op::Flush],
+            },
+        ));
+        assert_eq!(u.read_waits_for(&get("zzz")), 3, "a flush inside holds all");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::docs;
 use super::info::info;
 use super::pipeline::{plan, Plan, MAX_RUN};
 use super::scan::Glob;
+use super::transaction::{self, Transaction};
 use super::Context;
 use crate::client::ClientError;
 use crate::kv::api::{KvError, SCAN_MAX_KEYS};
@@ -54,6 +55,8 @@ struct Connection {
     local: String,
     /// When it connected (`CLIENT INFO`'s `age`).
     since: Instant,
+    /// The commands queued since `MULTI`; `None` outside a transaction.
+    transaction: Option<Transaction>,
 }
 
 fn error(text: impl Into<String>) -> BytesFrame {
@@ -275,18 +278,23 @@ impl Connection {
                     let hello = args
                         .first()
                         .is_some_and(|n| n.eq_ignore_ascii_case(b"HELLO"));
-                    let parsed = match parse(&args) {
-                        Ok(command) if self.authenticated => match plan(command) {
-                            Ok(one) => {
-                                run.push(one);
-                                continue;
-                            }
-                            Err(command) => Ok(command),
-                        },
-                        other => other,
-                    };
-                    self.pipeline(&mut run, &mut out).await;
-                    (hello, self.command(parsed).await)
+                    if self.transaction.is_some() {
+                        let outcome = self.in_transaction(&args).await;
+                        (hello, outcome)
+                    } else {
+                        let parsed = match parse(&args) {
+                            Ok(command) if self.authenticated => match plan(command) {
+                                Ok(one) => {
+                                    run.push(one);
+                                    continue;
+                                }
+                                Err(command) => Ok(command),
+                            },
+                            other => other,
+                        };
+                        self.pipeline(&mut run, &mut out).await;
+                        (hello, self.command(parsed).await)
+                    }
                 }
                 Err(refusal) => {
                     self.pipeline(&mut run, &mut out).await;
@@ -348,6 +356,55 @@ impl Connection {
             };
             let frame = shape.frame(client.finish(submitted).await);
             out.push(self.answer(frame, false, false));
+        }
+    }
+
+    /// One command inside a transaction (`run` is empty: nothing is pipelined meanwhile).
+    /// One-operation commands are queued; `EXEC`, `DISCARD`, `QUIT` and `RESET` run; anything
+    /// else is refused and makes `EXEC` discard the transaction.
+    async fn in_transaction(&mut self, args: &[Bytes]) -> Outcome {
+        let parsed = parse(args);
+        let Some(queue) = self.transaction.as_mut() else {
+            return self.command(parsed).await;
+        };
+        let command = match parsed {
+            Ok(command) => command,
+            Err(refusal) => {
+                queue.fail();
+                return Outcome::Reply(error(refusal));
+            }
+        };
+        match command {
+            Command::Exec => Outcome::Reply(self.exec().await),
+            Command::Multi => Outcome::Reply(error("ERR MULTI calls can not be nested")),
+            command @ (Command::Discard
+            | Command::Quit
+            | Command::Connection(ConnectionCommand::Reset)) => self.command(Ok(command)).await,
+            command => match plan(command) {
+                Ok(one) => {
+                    queue.queue(one);
+                    Outcome::Reply(simple("QUEUED"))
+                }
+                Err(_) => {
+                    queue.fail();
+                    let name = String::from_utf8_lossy(&args[0]).to_uppercase();
+                    Outcome::Reply(error(format!(
+                        "ERR {name} cannot be queued in a viewkv transaction: only commands \
+                         that are one operation on the data (GET, SET, INCR, MSET, DEL, ...) can"
+                    )))
+                }
+            },
+        }
+    }
+
+    /// `EXEC`: the queued commands as one operation.
+    async fn exec(&mut self) -> BytesFrame {
+        let Some(queued) = self.transaction.take() else {
+            return error("ERR EXEC without MULTI");
+        };
+        match queued.into_op() {
+            Ok((op, shapes)) => transaction::replies(shapes, self.client.execute(op).await),
+            Err(answer) => answer,
         }
     }
 
@@ -444,6 +501,15 @@ impl Connection {
                     BytesFrame::Array(keys),
                 ])
             }
+            Command::Multi => {
+                self.transaction = Some(Transaction::default());
+                simple("OK")
+            }
+            Command::Exec => self.exec().await,
+            Command::Discard => match self.transaction.take() {
+                Some(_) => simple("OK"),
+                None => error("ERR DISCARD without MULTI"),
+            },
             Command::Flush => match client.flush().await {
                 Ok(_) => simple("OK"),
                 Err(err) => failure(err),
@@ -507,6 +573,7 @@ pub async fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
         peer: address(stream.peer_addr()),
         local: address(stream.local_addr()),
         since: Instant::now(),
+        transaction: None,
     };
     connection.run(stream).await;
 }

@@ -46,6 +46,7 @@ impl Connection {
                 // the cluster has no secret, linearizable reads. Its number and sessions stay.
                 self.protocol = 2;
                 self.name = None;
+                self.transaction = None;
                 self.authenticated = self.context.secret.is_none();
                 self.client
                     .set_read_consistency(ReadConsistency::Linearizable);
