@@ -479,6 +479,66 @@ print("ok")
 }
 
 #[test]
+fn with_tls_the_redis_ports_speak_only_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ca = viewkv::testkit::TestCa::new("resp");
+    let files = ca.issue("node");
+    let path =
+        |p: &Option<std::path::PathBuf>| p.as_ref().expect("an issued file").display().to_string();
+    let (cert, key, ca_file) = (path(&files.cert), path(&files.key), path(&files.ca));
+    let settings = format!("tls_cert = {cert:?}\ntls_key = {key:?}\ntls_ca = {ca_file:?}\n");
+    let up = Up::start_with(dir.path(), &settings);
+    let (primary, _) = up.roles();
+    let tls_cli = |port: u16, args: &[&str], with_cert: bool| {
+        let port = port.to_string();
+        let mut all = vec!["--tls", "--cacert", &ca_file];
+        if with_cert {
+            all.extend_from_slice(&["--cert", &cert, "--key", &key]);
+        }
+        all.extend_from_slice(&["-p", &port, "-a", &up.secret, "--no-auth-warning"]);
+        all.extend_from_slice(args);
+        let (code, out, err) = run("redis-cli", &all);
+        (code, format!("{out}{err}"))
+    };
+    for port in [up.resp[&primary], up.idle_port()] {
+        let set = tls_cli(port, &["SET", "secure", "yes"], true);
+        assert_eq!(
+            set.1.trim(),
+            "OK",
+            "SET over TLS through port {port}: {set:?}"
+        );
+        let get = tls_cli(port, &["GET", "secure"], true);
+        assert_eq!(get.1.trim(), "yes", "GET over TLS through port {port}");
+        // In clear, or without a client certificate, nothing gets through.
+        let plain = up.cli(port, &["SET", "secure", "no"]);
+        assert!(
+            !plain.1.contains("OK"),
+            "a plain client got through: {plain:?}"
+        );
+        let anonymous = tls_cli(port, &["SET", "secure", "no"], false);
+        assert!(
+            !anonymous.1.contains("OK"),
+            "a client without a certificate got through: {anonymous:?}"
+        );
+    }
+    assert_eq!(
+        tls_cli(up.idle_port(), &["GET", "secure"], true).1.trim(),
+        "yes"
+    );
+    let program = format!(
+        r#"
+import os, redis
+r = redis.Redis(host="127.0.0.1", port=int(os.environ["PORT"]), password=os.environ["SECRET"],
+                ssl=True, ssl_ca_certs={ca_file:?}, ssl_certfile={cert:?}, ssl_keyfile={key:?})
+pipe = r.pipeline()
+pipe.incr("py").get("secure")
+print(pipe.execute())
+"#
+    );
+    assert_eq!(up.python(up.idle_port(), &program).trim(), "[1, b'yes']");
+}
+
+#[test]
 fn redis_benchmark_runs_and_a_kill_9_of_the_primary_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let up = Up::start(dir.path());

@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 
 use crate::client::ClientOptions;
 use crate::monitor::MonitorClient;
-use crate::net::{serve, RpcClient, Secret, ServeLimits, Tls};
+use crate::net::{serve, RpcClient, Secret, ServeLimits, Tls, TlsAcceptor};
 use crate::view::Timings;
 use crate::Client;
 
@@ -179,7 +179,7 @@ pub async fn run_with_resp(
     let pinger = tokio::spawn(server.clone().ping_loop());
     let new_client = client_maker(&server, rpc_for_resp);
     let resp = resp.map(|listener| {
-        let context = resp_context(&server, new_client.clone());
+        let context = resp_context(&server, new_client.clone(), tls.clone());
         tokio::spawn(crate::resp::run(listener, context, std::future::pending()))
     });
     let secret = server.config.secret.clone();
@@ -225,12 +225,17 @@ fn client_maker(server: &Arc<KvServer>, rpc: RpcClient) -> http_api::NewClient {
 
 /// What the Redis-protocol connections of `server` share: client sessions, `AUTH` against the
 /// secret, `INFO` from the status.
-fn resp_context(server: &Arc<KvServer>, new_client: http_api::NewClient) -> crate::resp::Context {
+fn resp_context(
+    server: &Arc<KvServer>,
+    new_client: http_api::NewClient,
+    tls: Option<TlsAcceptor>,
+) -> crate::resp::Context {
     let status = server.clone();
     crate::resp::Context {
         new_client: Box::new(move || new_client()),
         secret: server.config.secret.clone(),
         status: Box::new(move || status.status()),
         cursors: crate::resp::Cursors::default(),
+        tls,
     }
 }

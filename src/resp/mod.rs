@@ -22,12 +22,13 @@ pub use scan::{Cursors, Glob, MAX_CURSORS};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::net::Secret;
+use crate::net::{Secret, TlsAcceptor};
 use crate::Client;
 
 /// The Redis version viewkv reports (`INFO`, `HELLO`): the release whose commands it follows.
@@ -46,7 +47,14 @@ pub struct Context {
     pub status: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
     /// The SCAN cursors this server handed out.
     pub cursors: Cursors,
+    /// The cluster's TLS listener settings, if it uses TLS: then every connection is a TLS
+    /// one (with the cluster CA, a client certificate is required, as on every other port),
+    /// so the secret `AUTH` carries never crosses the network in clear.
+    pub tls: Option<TlsAcceptor>,
 }
+
+/// How long a connection may take over its TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Serve the Redis protocol on `listener` until `shutdown` completes.
 pub async fn run(listener: TcpListener, context: Context, shutdown: impl Future<Output = ()>) {
@@ -75,7 +83,26 @@ pub async fn run(listener: TcpListener, context: Context, shutdown: impl Future<
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let context = context.clone();
         connections.spawn(async move {
-            connection::serve(stream, id, context).await;
+            let _ = stream.set_nodelay(true);
+            let addresses = connection::Addresses::of(&stream);
+            match context.tls.clone() {
+                None => connection::serve(stream, addresses, id, context).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            connection::serve(stream, addresses, id, context).await;
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!("RESP TLS handshake with {peer} failed: {err}");
+                        }
+                        Err(_) => {
+                            tracing::debug!(
+                                "RESP TLS handshake with {peer} took over {HANDSHAKE:?}"
+                            );
+                        }
+                    }
+                }
+            }
             drop(slot);
         });
     }

@@ -30,8 +30,14 @@ pub struct Up {
 
 impl Up {
     pub fn start(dir: &Path) -> Up {
+        Up::start_with(dir, "")
+    }
+
+    /// [`Up::start`] with `settings` (top-level lines of the cluster file, e.g. TLS files).
+    pub fn start_with(dir: &Path, settings: &str) -> Up {
         let secret_path = dir.join("secret");
         let mut config = format!("secret_file = {:?}\n", secret_path.display().to_string());
+        config.push_str(settings);
         config.push_str("[timings]\nping_interval = \"50ms\"\n");
         // Nine ports, all different: 3 monitors, then each server's address and Redis port.
         let ports = free_ports(9);

@@ -12,7 +12,7 @@ use redis_protocol::resp2::encode::extend_encode;
 use redis_protocol::resp2::types::BytesFrame;
 use redis_protocol::resp3::encode::complete::extend_encode as extend_encode3;
 use redis_protocol::resp3::types::BytesFrame as Frame3;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod state;
@@ -198,7 +198,7 @@ enum Outcome {
 }
 
 impl Connection {
-    async fn run(mut self, mut stream: TcpStream) {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut stream: S) {
         let mut input = BytesMut::with_capacity(16 << 10);
         let mut output = BytesMut::with_capacity(16 << 10);
         loop {
@@ -556,12 +556,33 @@ pub(super) fn decimal(result: Result<Option<Vec<u8>>, ClientError>) -> BytesFram
     }
 }
 
-/// Serve one connection until its client closes it (or sends something unreadable).
-pub async fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
-    let _ = stream.set_nodelay(true);
-    let address = |addr: std::io::Result<std::net::SocketAddr>| {
-        addr.map_or_else(|_| "?".to_string(), |a| a.to_string())
-    };
+/// The two ends of a connection, as `CLIENT INFO` shows them.
+pub struct Addresses {
+    /// The client's address.
+    peer: String,
+    /// The address it connected to.
+    local: String,
+}
+
+impl Addresses {
+    /// The ends of `stream`.
+    pub fn of(stream: &TcpStream) -> Addresses {
+        let address = |addr: std::io::Result<std::net::SocketAddr>| {
+            addr.map_or_else(|_| "?".to_string(), |a| a.to_string())
+        };
+        Addresses {
+            peer: address(stream.peer_addr()),
+            local: address(stream.local_addr()),
+        }
+    }
+}
+
+/// Serve one connection (plain TCP, or TLS over it) until its client closes it (or sends
+/// something unreadable).
+pub async fn serve<S>(stream: S, addresses: Addresses, id: u64, context: Arc<Context>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let connection = Connection {
         id,
         name: None,
@@ -570,8 +591,8 @@ pub async fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
         client: (context.new_client)(),
         sessions: Vec::new(),
         context,
-        peer: address(stream.peer_addr()),
-        local: address(stream.local_addr()),
+        peer: addresses.peer,
+        local: addresses.local,
         since: Instant::now(),
         transaction: None,
     };
