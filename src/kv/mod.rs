@@ -9,6 +9,7 @@
 //! after it in index order. No lock is held across a network round trip.
 
 pub mod api;
+mod confirmations;
 mod data;
 mod dumps;
 pub mod http_api;

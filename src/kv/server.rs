@@ -5,15 +5,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::api::{DumpReply, DumpRequest, DUMP, TRANSFER};
 use super::api::{
     Forward, KvError, Op, Reply, Request, TransferChunk, FORWARD, READ, REQUEST, STATUS,
 };
+use super::confirmations::{Confirmations, Wait};
 use super::dumps::Dumps;
-use super::replica::{Effect, Progress, Replica, Settings, Submit};
+use super::replica::{Effect, Replica, Settings, Submit};
 use super::{replication, ServerConfig, MAX_CHUNK_BYTES};
 use crate::client::Submission;
 use crate::monitor::api::PingReply;
@@ -33,8 +34,9 @@ pub struct KvServer {
     monitors: MonitorClient,
     /// The rules and state, behind one short-held lock (never across an `.await`).
     replica: Mutex<Replica>,
-    /// The replica's progress, published after every event for waiting client requests.
-    progress: watch::Sender<Progress>,
+    /// The requests waiting for their copies, woken as the replica's progress (published
+    /// after every event) settles them.
+    confirmations: Confirmations,
     /// Wakes the replication task when entries are waiting to be sent.
     pub(super) wake_replication: Notify,
     /// Wakes the ping loop early.
@@ -62,8 +64,6 @@ pub fn wall_ms() -> u64 {
 
 /// A request applied on the primary, waiting for its copies.
 struct Waiting {
-    /// Where confirmations are published (subscribed before the request was applied).
-    progress: watch::Receiver<Progress>,
     /// Its entry's index.
     index: u64,
     /// The epoch it was applied in.
@@ -92,7 +92,7 @@ impl KvServer {
             config,
             rpc,
             monitors,
-            progress: watch::channel(Progress::default()).0,
+            confirmations: Confirmations::default(),
             wake_replication: Notify::new(),
             wake_pinger: Notify::new(),
             replication: Mutex::new(None),
@@ -109,12 +109,7 @@ impl KvServer {
     pub(super) fn with_replica<T>(&self, event: impl FnOnce(&mut Replica) -> T) -> T {
         let mut replica = lock(&self.replica);
         let out = event(&mut replica);
-        let progress = replica.progress();
-        self.progress.send_if_modified(|p| {
-            let changed = *p != progress;
-            *p = progress;
-            changed
-        });
+        self.confirmations.publish(replica.progress());
         out
     }
 
@@ -194,7 +189,6 @@ impl KvServer {
 
     /// Hand `request` to the replica: its reply now, or what to wait for.
     fn take(&self, request: Request) -> Result<Reply, Waiting> {
-        let progress = self.progress.subscribe();
         let submitted = self.with_replica(|r| r.on_request(request, Instant::now(), wall_ms()));
         match submitted {
             Submit::Reply(reply) => Ok(reply),
@@ -205,7 +199,6 @@ impl KvServer {
             } => {
                 self.wake_replication.notify_one();
                 Err(Waiting {
-                    progress,
                     index,
                     epoch,
                     reply,
@@ -216,34 +209,28 @@ impl KvServer {
 
     /// The reply of an applied request once it is confirmed (or why it is not).
     async fn settle(&self, waiting: Waiting) -> Reply {
-        match self
-            .confirmed(waiting.progress, waiting.index, waiting.epoch)
-            .await
-        {
+        match self.confirmed(waiting.index, waiting.epoch).await {
             Ok(()) => waiting.reply,
             Err(err) => Reply::Err(err),
         }
     }
 
     /// Wait until entry `index` is confirmed while this server still serves in `epoch`.
-    async fn confirmed(
-        &self,
-        mut progress: watch::Receiver<Progress>,
-        index: u64,
-        epoch: u64,
-    ) -> Result<(), KvError> {
-        let confirmed = async {
-            progress
-                .wait_for(|p| p.confirmed >= index || p.epoch != epoch)
-                .await
-                .map(|p| *p)
+    async fn confirmed(&self, index: u64, epoch: u64) -> Result<(), KvError> {
+        let settled = match self.confirmations.wait(index, epoch) {
+            Wait::Ready(progress) => Some(progress),
+            Wait::Pending(receiver) => {
+                match tokio::time::timeout(self.config.confirm_timeout, receiver).await {
+                    Ok(progress) => progress.ok(),
+                    Err(_) => return Err(self.with_replica(|r| r.unconfirmed_error())),
+                }
+            }
         };
-        match tokio::time::timeout(self.config.confirm_timeout, confirmed).await {
-            Ok(Ok(p)) if p.confirmed >= index && p.epoch == epoch => Ok(()),
-            Ok(_) => Err(KvError::WrongServer {
+        match settled {
+            Some(p) if p.confirmed >= index && p.epoch == epoch => Ok(()),
+            _ => Err(KvError::WrongServer {
                 view: self.with_replica(|r| r.view().num),
             }),
-            Err(_) => Err(self.with_replica(|r| r.unconfirmed_error())),
         }
     }
 
@@ -257,10 +244,8 @@ impl KvServer {
                 Ok(DumpReply::Count(snapshot.data.len() as u64))
             }
             DumpRequest::Begin { max_bytes } => {
-                let progress = self.progress.subscribe();
                 let snapshot = self.with_replica(|r| r.dump_snapshot())?;
-                self.confirmed(progress, snapshot.index, snapshot.epoch)
-                    .await?;
+                self.confirmed(snapshot.index, snapshot.epoch).await?;
                 let page = lock(&self.dumps).begin(
                     rand::random(),
                     snapshot,
