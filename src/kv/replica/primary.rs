@@ -251,9 +251,18 @@ impl Replica {
         Ok(vec![Effect::PingNow])
     }
 
-    /// Entries after `sent` for the backup, up to the batch limits.
-    pub fn next_batch(&mut self, view: u64, sent: u64) -> Result<Vec<Entry>, Stop> {
-        Ok(self.primary_of(view)?.unconfirmed.batch_after(sent))
+    /// Entries after `sent` for the backup, up to the batch limits; with `only_full`, none
+    /// unless they fill a batch.
+    pub fn next_batch(
+        &mut self,
+        view: u64,
+        sent: u64,
+        only_full: bool,
+    ) -> Result<Vec<Entry>, Stop> {
+        Ok(self
+            .primary_of(view)?
+            .unconfirmed
+            .batch_after(sent, only_full))
     }
 
     /// The backup says it holds every entry up to `applied`.

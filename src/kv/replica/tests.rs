@@ -112,7 +112,7 @@ impl Pair {
     fn pump(&mut self) -> u64 {
         let num = self.view.num;
         let applied = self.b.index();
-        let entries = self.p.next_batch(num, applied).expect("primary");
+        let entries = self.p.next_batch(num, applied, false).expect("primary");
         let forward = Forward {
             view: num,
             primary: self.p.me().clone(),
@@ -286,11 +286,11 @@ fn batches_in_flight_stay_until_confirmed_and_one_lost_is_sent_again() {
     for seq in 1..=2 {
         pair.write(put(1, seq, "k", &seq.to_string()));
     }
-    let first = pair.p.next_batch(num, 0).expect("primary");
+    let first = pair.p.next_batch(num, 0, false).expect("primary");
     assert_eq!(first.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2]);
     pair.write(put(1, 3, "k", "3"));
     // The next batch, sent while the first is in flight, holds only what came since.
-    let second = pair.p.next_batch(num, 2).expect("primary");
+    let second = pair.p.next_batch(num, 2, false).expect("primary");
     assert_eq!(second.iter().map(|e| e.index).collect::<Vec<_>>(), [3]);
     // The first is lost; the second reaches a gap and the backup says what it holds.
     let (reply, _) = pair.b.on_forward(forward(&pair, second));
@@ -298,13 +298,17 @@ fn batches_in_flight_stay_until_confirmed_and_one_lost_is_sent_again() {
     pair.p.backup_applied(num, 0).expect("primary");
     assert_eq!(pair.p.progress().confirmed, 0, "nothing is confirmed yet");
     // Sent again from what the backup holds: everything is still there, in order.
-    let again = pair.p.next_batch(num, 0).expect("primary");
+    let again = pair.p.next_batch(num, 0, false).expect("primary");
     assert_eq!(again.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2, 3]);
     let (reply, _) = pair.b.on_forward(forward(&pair, again));
     assert_eq!(reply, StreamReply::Applied { applied: 3 });
     pair.p.backup_applied(num, 3).expect("primary");
     assert_eq!(pair.p.progress().confirmed, 3);
-    assert!(pair.p.next_batch(num, 0).expect("primary").is_empty());
+    assert!(pair
+        .p
+        .next_batch(num, 0, false)
+        .expect("primary")
+        .is_empty());
     assert_eq!(pair.b.store().data().get(b"k"), Some(&b"3"[..]));
 }
 

@@ -97,22 +97,24 @@ impl Unconfirmed {
         self.untracked = index;
     }
 
-    /// The entries after `sent`, up to the batch limits.
-    pub fn batch_after(&self, sent: u64) -> Vec<Entry> {
+    /// The entries after `sent`, up to the batch limits; with `only_full`, none unless they
+    /// fill a batch (more entries follow the last that fits).
+    pub fn batch_after(&self, sent: u64, only_full: bool) -> Vec<Entry> {
         let first = self.entries.partition_point(|e| e.index <= sent);
-        let mut bytes = 0;
-        let mut batch = Vec::new();
+        let (mut count, mut bytes, mut full) = (0, 0, false);
         for entry in self.entries.range(first..) {
             let size = entry.request.op.bytes();
-            if !batch.is_empty()
-                && (batch.len() >= MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES)
-            {
+            if count > 0 && (count >= MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES) {
+                full = true;
                 break;
             }
             bytes += size;
-            batch.push(entry.clone());
+            count += 1;
         }
-        batch
+        if only_full && !full {
+            return Vec::new();
+        }
+        self.entries.range(first..first + count).cloned().collect()
     }
 
     /// The index that must be confirmed before a read of `op` may show what it read: the
@@ -211,7 +213,7 @@ mod tests {
         assert_eq!(u.read_waits_for(&get("zzz")), 0);
         u.push(entry(3, put("a")));
         u.restart_at(3);
-        assert!(u.batch_after(0).is_empty());
+        assert!(u.batch_after(0, false).is_empty());
         assert_eq!(
             u.read_waits_for(&get("b")),
             3,
@@ -254,9 +256,14 @@ mod tests {
         for i in 1..=(MAX_BATCH_ENTRIES as u64 + 5) {
             u.push(entry(i, put("k")));
         }
-        let first = u.batch_after(0);
-        assert_eq!(first.len(), MAX_BATCH_ENTRIES);
-        let rest = u.batch_after(MAX_BATCH_ENTRIES as u64);
+        let first = u.batch_after(0, true);
+        assert_eq!(first.len(), MAX_BATCH_ENTRIES, "a full batch");
+        assert_eq!(u.batch_after(0, false), first);
+        assert!(
+            u.batch_after(MAX_BATCH_ENTRIES as u64, true).is_empty(),
+            "the rest does not fill a batch"
+        );
+        let rest = u.batch_after(MAX_BATCH_ENTRIES as u64, false);
         assert_eq!(
             rest.iter().map(|e| e.index).collect::<Vec<_>>(),
             (MAX_BATCH_ENTRIES as u64 + 1..=MAX_BATCH_ENTRIES as u64 + 5).collect::<Vec<_>>()
