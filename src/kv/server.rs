@@ -12,7 +12,7 @@ use super::api::{DumpReply, DumpRequest, DUMP, TRANSFER};
 use super::api::{
     Forward, KvError, Op, Reply, Request, TransferChunk, FORWARD, READ, REQUEST, STATUS,
 };
-use super::confirmations::{Confirmations, Wait};
+use super::confirmations::Confirmations;
 use super::dumps::Dumps;
 use super::replica::{Effect, Replica, Settings, Submit};
 use super::{replication, ServerConfig, MAX_CHUNK_BYTES};
@@ -217,17 +217,12 @@ impl KvServer {
 
     /// Wait until entry `index` is confirmed while this server still serves in `epoch`.
     async fn confirmed(&self, index: u64, epoch: u64) -> Result<(), KvError> {
-        let settled = match self.confirmations.wait(index, epoch) {
-            Wait::Ready(progress) => Some(progress),
-            Wait::Pending(receiver) => {
-                match tokio::time::timeout(self.config.confirm_timeout, receiver).await {
-                    Ok(progress) => progress.ok(),
-                    Err(_) => return Err(self.with_replica(|r| r.unconfirmed_error())),
-                }
-            }
+        let waiting = self.confirmations.wait(index, epoch);
+        let Ok(settled) = tokio::time::timeout(self.config.confirm_timeout, waiting).await else {
+            return Err(self.with_replica(|r| r.unconfirmed_error()));
         };
         match settled {
-            Some(p) if p.confirmed >= index && p.epoch == epoch => Ok(()),
+            p if p.confirmed >= index && p.epoch == epoch => Ok(()),
             _ => Err(KvError::WrongServer {
                 view: self.with_replica(|r| r.view().num),
             }),
