@@ -481,6 +481,8 @@ impl Router {
         // answered with an error that does not rule it out), and the last unapplied refusal.
         let mut maybe_applied = false;
         let mut refusal = None;
+        // What the last round ended with, for the error if the deadline passes before another.
+        let mut previous = String::new();
         loop {
             let mut last = String::new();
             if first.is_none() && self.view.as_ref().is_none_or(|v| v.primary.is_none()) {
@@ -500,11 +502,15 @@ impl Router {
             let attempt = match (first.take(), primary) {
                 (Some(attempt), _) => Some(attempt),
                 (None, Some(primary)) => {
-                    let timeout = self
-                        .options
-                        .rpc_timeout
-                        .min(deadline.saturating_duration_since(Instant::now()));
-                    Some(self.attempt(&primary.addr, request, timeout))
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        // Reading the view took the time left: an attempt now could only time
+                        // out, and a write handed over might still be applied — making an
+                        // outcome unknown that every attempt so far may have ruled out.
+                        let last = if last.is_empty() { previous } else { last };
+                        return Err(self.given_up(request, refusal, maybe_applied, last));
+                    }
+                    Some(self.attempt(&primary.addr, request, self.options.rpc_timeout.min(left)))
                 }
                 (None, None) => None,
             };
@@ -565,6 +571,7 @@ impl Router {
             if Instant::now() + self.options.retry_interval >= deadline {
                 return Err(self.given_up(request, refusal, maybe_applied, last));
             }
+            previous = last;
             tokio::time::sleep(self.options.retry_interval).await;
         }
     }
