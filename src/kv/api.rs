@@ -176,7 +176,9 @@ pub enum Op {
     /// `MULTI`/`EXEC`): one entry, replicated and deduplicated like any operation. The reply is
     /// [`Replies`], encoded: each operation's own reply — one refused (say an `IncrBy` of a
     /// value that is not an integer) changes nothing but does not stop the others. A read if
-    /// all its operations are. An operation may not itself be a `Multi` (`Invalid`).
+    /// all its operations are. An operation may not itself be a `Multi` (`Invalid`); the
+    /// operations' keys and values together, and their replies together, are at most
+    /// [`Limits::max_value`] bytes (`TooLarge`, and nothing is changed).
     Multi {
         /// The operations, in order.
         ops: Vec<Op>,

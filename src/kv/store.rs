@@ -166,7 +166,17 @@ impl Store {
         }
         let previous = |r: Option<Record>| r.map(|r| r.value().to_vec());
         match op {
-            Op::Multi { ops } => each(ops, |op| self.execute(op)),
+            Op::Multi { ops } => {
+                // Undone whole (an O(1) snapshot) if its replies would not fit one message
+                // back, as an MGET's values must.
+                let before = self.data.clone();
+                let replies = each(ops, |op| self.execute(op));
+                let refused = self.reply_fits(replies);
+                if matches!(refused, Reply::Err(KvError::TooLarge { .. })) {
+                    self.data = before;
+                }
+                refused
+            }
             Op::Get { .. }
             | Op::Scan { .. }
             | Op::Ttl { .. }
@@ -405,7 +415,7 @@ impl Store {
                 )
                 .encode(),
             )),
-            Op::Multi { ops } => each(ops, |op| self.read_at(op, now)),
+            Op::Multi { ops } => self.reply_fits(each(ops, |op| self.read_at(op, now))),
             _ => invalid("only a read can be answered without replicating it"),
         }
     }
@@ -464,6 +474,16 @@ impl Store {
                 }
                 _ => break,
             }
+        }
+    }
+
+    /// A Multi's `reply`, or `TooLarge` if its replies together exceed the value limit.
+    fn reply_fits(&self, reply: Reply) -> Reply {
+        match &reply {
+            Reply::Ok(Some(bytes)) if bytes.len() > self.limits.max_value => {
+                too_large("MULTI replies (together)", bytes.len(), &self.limits)
+            }
+            _ => reply,
         }
     }
 
@@ -1073,10 +1093,34 @@ mod tests {
             max_value: 1000,
             ..Limits::default()
         };
+        let mut small = Store::new(limits);
         assert!(matches!(
-            Store::new(limits).apply(&req(3, 1, big), 10),
+            small.apply(&req(3, 1, big), 10),
             Reply::Err(KvError::TooLarge { .. })
         ));
+        // Replies that would not fit one message back undo the whole MULTI.
+        small.apply(&req(3, 2, put(b"v", &[7; 600])), 10);
+        let get = || Op::Get { key: b"v".to_vec() };
+        let answers_too_much = Op::Multi {
+            ops: vec![put(b"w", b"1"), get(), get()],
+        };
+        assert!(matches!(
+            small.apply(&req(3, 3, answers_too_much), 10),
+            Reply::Err(KvError::TooLarge { .. })
+        ));
+        assert_eq!(small.data().get(b"w"), None, "undone");
+        let reads_too_much = Op::Multi {
+            ops: vec![get(), get()],
+        };
+        assert!(matches!(
+            small.read(&reads_too_much, 10),
+            Reply::Err(KvError::TooLarge { .. })
+        ));
+        let fits = Op::Multi {
+            ops: vec![put(b"w", b"1"), get()],
+        };
+        assert_eq!(replies(small.apply(&req(3, 4, fits), 10)).len(), 2);
+        assert_eq!(small.data().get(b"w"), Some(&b"1"[..]));
     }
 
     #[test]
