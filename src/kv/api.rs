@@ -386,6 +386,33 @@ impl Op {
         }
     }
 
+    /// The keys it touches: those it names (a `Multi`: its operations'), and whether it
+    /// touches every key (a scan, a flush, or a `Multi` holding one).
+    pub fn touched(&self) -> Touched<'_> {
+        match self {
+            Op::Scan { .. } | Op::Flush => Touched {
+                all: true,
+                keys: Vec::new(),
+            },
+            Op::Multi { ops } => {
+                let mut touched = Touched {
+                    all: false,
+                    keys: Vec::new(),
+                };
+                for op in ops {
+                    let more = op.touched();
+                    touched.all |= more.all;
+                    touched.keys.extend(more.keys);
+                }
+                touched
+            }
+            _ => Touched {
+                all: false,
+                keys: self.many_keys().unwrap_or_else(|| vec![self.key()]),
+            },
+        }
+    }
+
     /// Whether it only reads: the primary keeps no duplicate entry for it, and a read that
     /// timed out failed (a write's outcome would be unknown).
     pub fn is_read(&self) -> bool {
@@ -430,6 +457,15 @@ impl Op {
             | Op::Multi { .. } => None,
         }
     }
+}
+
+/// The keys an operation touches (see [`Op::touched`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Touched<'a> {
+    /// Whether it touches every key.
+    pub all: bool,
+    /// The keys it names, in order (repeats kept).
+    pub keys: Vec<&'a [u8]>,
 }
 
 /// A client's request: the operation plus what makes it at-most-once.

@@ -221,12 +221,12 @@ impl KvServer {
         let Ok(settled) = tokio::time::timeout(self.config.confirm_timeout, waiting).await else {
             return Err(self.with_replica(|r| r.unconfirmed_error()));
         };
-        match settled {
-            p if p.confirmed >= index && p.epoch == epoch => Ok(()),
-            _ => Err(KvError::WrongServer {
-                view: self.with_replica(|r| r.view().num),
-            }),
+        if settled.confirmed >= index && settled.epoch == epoch {
+            return Ok(());
         }
+        Err(KvError::WrongServer {
+            view: self.with_replica(|r| r.view().num),
+        })
     }
 
     /// Serve a dump request: counts and pages come from a snapshot whose writes are all

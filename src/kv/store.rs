@@ -171,11 +171,10 @@ impl Store {
                 // back, as an MGET's values must.
                 let before = self.data.clone();
                 let replies = each(ops, |op| self.execute(op));
-                let refused = self.reply_fits(replies);
-                if matches!(refused, Reply::Err(KvError::TooLarge { .. })) {
+                self.fitting(replies).unwrap_or_else(|refused| {
                     self.data = before;
-                }
-                refused
+                    refused
+                })
             }
             Op::Get { .. }
             | Op::Scan { .. }
@@ -415,7 +414,10 @@ impl Store {
                 )
                 .encode(),
             )),
-            Op::Multi { ops } => self.reply_fits(each(ops, |op| self.read_at(op, now))),
+            Op::Multi { ops } => {
+                let replies = each(ops, |op| self.read_at(op, now));
+                self.fitting(replies).unwrap_or_else(|refused| refused)
+            }
             _ => invalid("only a read can be answered without replicating it"),
         }
     }
@@ -465,7 +467,11 @@ impl Store {
     /// then up to [`REAP_PER_APPLY`] of the keys due first, so memory is given back without
     /// reads. Deterministic: the backup applies the same entries at the same service times.
     fn reap(&mut self, op: &Op, now: u64) {
-        self.reap_keys(op, now);
+        for key in op.touched().keys {
+            if self.data.deadline(key).is_some_and(|at| at <= now) {
+                self.data.remove(key);
+            }
+        }
         for _ in 0..REAP_PER_APPLY {
             match self.data.first_due() {
                 Some((at, key)) if at <= now => {
@@ -477,30 +483,15 @@ impl Store {
         }
     }
 
-    /// A Multi's `reply`, or `TooLarge` if its replies together exceed the value limit.
-    fn reply_fits(&self, reply: Reply) -> Reply {
+    /// A Multi's `reply`, or `Err(TooLarge)` if its replies together exceed the value limit.
+    fn fitting(&self, reply: Reply) -> Result<Reply, Reply> {
         match &reply {
-            Reply::Ok(Some(bytes)) if bytes.len() > self.limits.max_value => {
-                too_large("MULTI replies (together)", bytes.len(), &self.limits)
-            }
-            _ => reply,
-        }
-    }
-
-    /// Remove the keys `op` touches whose deadline is `now` or earlier.
-    fn reap_keys(&mut self, op: &Op, now: u64) {
-        let mut reap_key = |key: &[u8]| {
-            if self.data.deadline(key).is_some_and(|at| at <= now) {
-                self.data.remove(key);
-            }
-        };
-        match op {
-            Op::Multi { ops } => ops.iter().for_each(|op| self.reap_keys(op, now)),
-            Op::Scan { .. } | Op::Flush => {}
-            _ => match op.many_keys() {
-                Some(keys) => keys.into_iter().for_each(reap_key),
-                None => reap_key(op.key()),
-            },
+            Reply::Ok(Some(bytes)) if bytes.len() > self.limits.max_value => Err(too_large(
+                "MULTI replies (together)",
+                bytes.len(),
+                &self.limits,
+            )),
+            _ => Ok(reply),
         }
     }
 

@@ -20,19 +20,11 @@ enum Footprint<'a> {
 }
 
 fn footprint(op: &Op) -> Footprint<'_> {
-    match op {
-        Op::Scan { .. } | Op::Flush => Footprint::All,
-        Op::Multi { ops } => {
-            let mut keys = Vec::new();
-            for op in ops {
-                match footprint(op) {
-                    Footprint::All => return Footprint::All,
-                    Footprint::Keys(more) => keys.extend(more),
-                }
-            }
-            Footprint::Keys(keys)
-        }
-        _ => Footprint::Keys(op.many_keys().unwrap_or_else(|| vec![op.key()])),
+    let touched = op.touched();
+    if touched.all {
+        Footprint::All
+    } else {
+        Footprint::Keys(touched.keys)
     }
 }
 

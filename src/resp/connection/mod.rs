@@ -177,6 +177,12 @@ pub fn read_batch(input: &mut BytesMut) -> Vec<Result<Vec<Bytes>, String>> {
     batch
 }
 
+/// Whether `args` is a `HELLO` (its answer is written as a map in RESP3).
+fn is_hello(args: &[Bytes]) -> bool {
+    args.first()
+        .is_some_and(|n| n.eq_ignore_ascii_case(b"HELLO"))
+}
+
 /// A reply to write.
 struct Answer {
     /// The reply.
@@ -274,27 +280,22 @@ impl Connection {
         let mut run = Vec::new();
         for args in batch {
             let (hello, outcome) = match args {
+                Ok(args) if self.transaction.is_some() => {
+                    (is_hello(&args), self.in_transaction(&args).await)
+                }
                 Ok(args) => {
-                    let hello = args
-                        .first()
-                        .is_some_and(|n| n.eq_ignore_ascii_case(b"HELLO"));
-                    if self.transaction.is_some() {
-                        let outcome = self.in_transaction(&args).await;
-                        (hello, outcome)
-                    } else {
-                        let parsed = match parse(&args) {
-                            Ok(command) if self.authenticated => match plan(command) {
-                                Ok(one) => {
-                                    run.push(one);
-                                    continue;
-                                }
-                                Err(command) => Ok(command),
-                            },
-                            other => other,
-                        };
-                        self.pipeline(&mut run, &mut out).await;
-                        (hello, self.command(parsed).await)
-                    }
+                    let parsed = match parse(&args) {
+                        Ok(command) if self.authenticated => match plan(command) {
+                            Ok(one) => {
+                                run.push(one);
+                                continue;
+                            }
+                            Err(command) => Ok(command),
+                        },
+                        other => other,
+                    };
+                    self.pipeline(&mut run, &mut out).await;
+                    (is_hello(&args), self.command(parsed).await)
                 }
                 Err(refusal) => {
                     self.pipeline(&mut run, &mut out).await;
