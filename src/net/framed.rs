@@ -12,13 +12,14 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::frame::{decode_call, encode_answer, Call, HELLO, MAX_FRAME};
 use super::server::{Handler, Listener};
 use super::MAX_MESSAGE;
 
-/// Most calls of one connection being served at once; the next waits for an answer.
+/// Most calls of one connection waiting for their answers at once; the next is not read until
+/// one is answered.
 pub const MAX_IN_FLIGHT: usize = 4096;
 /// Most bytes of the hello frame (it carries one header value).
 const MAX_HELLO: usize = 4096;
@@ -70,7 +71,7 @@ pub fn through_http<H: Handler>(handler: Arc<H>, path: &str, body: Bytes) -> Ans
     })
 }
 
-/// One call being answered, with what it holds until then.
+/// A call whose answer is not ready yet, and what it holds until then.
 type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// A call answered.
@@ -83,9 +84,8 @@ struct Done {
     started: Instant,
     /// The answer.
     outcome: CallOutcome,
-    /// Its place among the connection's calls in flight, and its bytes of the listener's body
-    /// budget, given back once the answer is written.
-    _held: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
+    /// Its bytes of the listener's body budget, given back once the answer is written.
+    _held: Option<OwnedSemaphorePermit>,
 }
 
 /// How a read of the next call ended.
@@ -160,75 +160,138 @@ where
     }
     output.clear();
 
-    let (handed, mut answering) = mpsc::unbounded_channel::<InFlight>();
-    let places = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // One task reads calls, hands them over and writes answers: the answers ready at once
+    // (most) go out with the next write without waking anything, and an answer that must wait
+    // (for the backup) wakes this task when it is ready.
+    let mut pending: FuturesUnordered<InFlight> = FuturesUnordered::new();
+    let mut served = Served {
+        handler: handler.clone(),
+        shared: shared.clone(),
+        output,
+    };
     let budget = shared.body_budget.clone();
-    let labels = handler.clone();
-    let reading = async move {
-        loop {
-            let read = read_call(&mut reader, &mut input, Some(&budget));
-            let (call, bytes) = match tokio::time::timeout(idle, read).await {
-                Ok(Read::Call(call, bytes)) => (call, bytes),
-                Ok(Read::End) | Err(_) => return,
-            };
-            let Ok(place) = places.clone().acquire_owned().await else {
-                return;
-            };
-            let started = Instant::now();
-            let Call { id, path, body } = call;
-            let answer = if body.len() > MAX_MESSAGE {
-                let refusal = format!("request body over {MAX_MESSAGE} bytes");
-                let outcome = CallOutcome {
-                    status: 413,
-                    body: refusal.into(),
+    let mut reading = true;
+    let mut last_read = tokio::time::Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    while reading || !pending.is_empty() {
+        tokio::select! {
+            read = read_call(&mut reader, &mut input, Some(&budget)),
+                if reading && pending.len() < MAX_IN_FLIGHT =>
+            {
+                let Read::Call(call, bytes) = read else {
+                    reading = false;
+                    continue;
                 };
-                Box::pin(std::future::ready(outcome))
-            } else {
-                handler.clone().call(&path, body)
+                last_read = tokio::time::Instant::now();
+                served.take(call, bytes, &mut pending);
+                // Take the calls that arrived whole with it before writing any answer.
+                while pending.len() < MAX_IN_FLIGHT {
+                    match decode_call(&mut input) {
+                        Ok(Some(call)) => served.take(call, None, &mut pending),
+                        Ok(None) => break,
+                        Err(err) => {
+                            tracing::debug!("closing a framed connection: {err}");
+                            reading = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            Some(done) = pending.next(), if !pending.is_empty() => served.answer(done),
+            () = &mut idle_timer, if reading => {
+                // Idle for the header timeout since the last call: stop reading (the answers
+                // still due are written first); else wait out the rest.
+                let until = last_read + idle;
+                if until <= tokio::time::Instant::now() {
+                    reading = false;
+                } else {
+                    idle_timer.as_mut().reset(until);
+                }
+            }
+        }
+        while let Some(Some(done)) = pending.next().now_or_never() {
+            served.answer(done);
+        }
+        if !served.output.is_empty() {
+            if writer.write_all(&served.output).await.is_err() {
+                return;
+            }
+            served.output.clear();
+        }
+    }
+}
+
+/// What a framed connection serves calls with, and the answers not yet written.
+struct Served<H> {
+    /// Answers the calls.
+    handler: Arc<H>,
+    /// The listener's metrics.
+    shared: Arc<Listener>,
+    /// Encoded answers waiting for the next write.
+    output: BytesMut,
+}
+
+impl<H: Handler> Served<H> {
+    /// Hand `call` to the handler: its answer goes into the output now if it is ready, else
+    /// into `pending`.
+    fn take(
+        &mut self,
+        call: Call,
+        held: Option<OwnedSemaphorePermit>,
+        pending: &mut FuturesUnordered<InFlight>,
+    ) {
+        let started = Instant::now();
+        let Call { id, path, body } = call;
+        if body.len() > MAX_MESSAGE {
+            let refusal = format!("request body over {MAX_MESSAGE} bytes");
+            let outcome = CallOutcome {
+                status: 413,
+                body: refusal.into(),
             };
-            let in_flight: InFlight = Box::pin(async move {
+            return self.answer(Done {
+                id,
+                path,
+                started,
+                outcome,
+                _held: held,
+            });
+        }
+        let mut answer = self.handler.clone().call(&path, body);
+        match answer.as_mut().now_or_never() {
+            Some(outcome) => self.answer(Done {
+                id,
+                path,
+                started,
+                outcome,
+                _held: held,
+            }),
+            None => pending.push(Box::pin(async move {
                 Done {
                     id,
                     path,
                     started,
                     outcome: answer.await,
-                    _held: (place, bytes),
+                    _held: held,
                 }
-            });
-            if handed.send(in_flight).is_err() {
-                return;
-            }
+            })),
         }
-    };
-    let writing = async move {
-        let mut pending = FuturesUnordered::new();
-        let mut open = true;
-        while open || !pending.is_empty() {
-            tokio::select! {
-                next = answering.recv(), if open => match next {
-                    Some(call) => pending.push(call),
-                    None => open = false,
-                },
-                Some(done) = pending.next() => {
-                    let mut done = Some(done);
-                    // Write every answer that is ready now in one go, the calls handed over
-                    // meanwhile included (most are answered at once).
-                    while let Some(Done { id, path, started, outcome, _held }) = done.take() {
-                        encode_answer(&mut output, id, outcome.status, &outcome.body);
-                        let (status, took) = (outcome.status, started.elapsed());
-                        shared.metrics.record(&labels.route(&path), status != 404, status, took);
-                        while let Ok(call) = answering.try_recv() {
-                            pending.push(call);
-                        }
-                        done = pending.next().now_or_never().flatten();
-                    }
-                    if writer.write_all(&output).await.is_err() {
-                        return;
-                    }
-                    output.clear();
-                }
-            }
-        }
-    };
-    tokio::join!(reading, writing);
+    }
+
+    /// Encode the answer of a call into the output, and count it.
+    fn answer(&mut self, done: Done) {
+        let Done {
+            id,
+            path,
+            started,
+            outcome,
+            _held,
+        } = done;
+        encode_answer(&mut self.output, id, outcome.status, &outcome.body);
+        let (status, took) = (outcome.status, started.elapsed());
+        let route = self.handler.route(&path);
+        self.shared
+            .metrics
+            .record(&route, status != 404, status, took);
+    }
 }
