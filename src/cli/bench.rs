@@ -30,6 +30,9 @@ pub struct Args {
 enum Bench {
     /// Run a mix of reads and writes for a while; throughput and latency percentiles.
     Load(super::bench_load::Args),
+    /// Serve the echo that `bench load --echo` loads (started by it).
+    #[command(hide = true)]
+    EchoServer,
     /// Kill -9 the monitor leader under client load; time until a new leader answers pings,
     /// and count client operations that failed (expected: none).
     MonitorFailover {
@@ -70,6 +73,7 @@ enum Bench {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.bench {
         Bench::Load(args) => super::bench_load::run(args).await,
+        Bench::EchoServer => super::bench_load::echo_server().await,
         Bench::MonitorFailover { trials, dir } => monitor_failover(trials, dir).await,
         Bench::PrimaryFailover { trials, dir } => primary_failover(trials, dir).await,
         Bench::BackupSync {

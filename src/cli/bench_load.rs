@@ -1,8 +1,14 @@
 //! `viewkv bench load`: a load generator. Clients run a mix of reads and writes for a while;
 //! throughput and latency percentiles (an HDR histogram) come out at the end. The same load runs
-//! against the cluster through the client library, against an in-process echo server through
-//! the same RPC stack (`--echo`: the one-hop ceiling of the machine), or against a Redis server
+//! against the cluster through the client library, against an echo server through the same RPC
+//! stack (`--echo`: the one-hop ceiling of the machine), or against a Redis server
 //! (`--against-redis`) for a row beside it.
+//!
+//! The echo runs in a process of its own, as every server of a cluster does: a hop between two
+//! processes costs each side a wake-up of a sleeping thread, which on a small (virtual) machine
+//! is most of a round trip. An echo inside the load generator's own process shares its runtime
+//! and threads and skips much of that, so it measures a hop no deployment has
+//! (`--echo-in-process`, kept to show the difference).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::encode::extend_encode;
 use redis_protocol::resp2::types::BytesFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use viewkv::kv::api::{Op, Reply, Request, REQUEST};
 use viewkv::net::{bad_request, bincode_reply, decode, encode, Handler, HttpRequest, HttpResponse};
@@ -55,9 +61,14 @@ pub struct Args {
     /// sessions of one client, their operations submitted in order on the shared connection).
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
-    /// Load an in-process server that only echoes, through the same RPC stack.
-    #[arg(long, conflicts_with = "against_redis")]
+    /// Load a server that only echoes, run in a process of its own, through the same RPC
+    /// stack: the ceiling of one hop between processes on this machine.
+    #[arg(long, conflicts_with_all = ["against_redis", "echo_in_process"])]
     echo: bool,
+    /// Load an echo server inside this process instead (it shares this process's threads, so a
+    /// hop to it is cheaper than any hop between processes).
+    #[arg(long, conflicts_with = "against_redis")]
+    echo_in_process: bool,
     /// Load this Redis server (host:port) instead, with the same mix (SET and GET); AUTH with
     /// the cluster secret if one is configured.
     #[arg(long, value_name = "ADDR")]
@@ -127,18 +138,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.write_ratio) {
         bail!("--write-ratio must be between 0 and 1");
     }
-    let target = if args.echo {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?.to_string();
-        let limits = ServeLimits::default();
-        tokio::spawn(viewkv::net::serve(
-            listener,
-            Arc::new(Echo),
-            std::future::pending(),
-            limits,
-            None,
-            None,
-        ));
+    let mut echo_process = None;
+    let target = if args.echo || args.echo_in_process {
+        let addr = if args.echo {
+            let (child, addr) = spawn_echo().await?;
+            echo_process = Some(child);
+            addr
+        } else {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?.to_string();
+            tokio::spawn(serve_echo_on(listener, std::future::pending()));
+            addr
+        };
         Target::Echo(addr, Box::new(RpcClient::new("viewkv-bench", None)))
     } else if let Some(addr) = &args.against_redis {
         let password = args.monitors.secret()?.map(|s| s.expose().to_string());
@@ -172,8 +183,50 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
+    drop(echo_process);
     report(&args, &latency, errors, elapsed);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serve the echo on `listener` until `shutdown` completes.
+async fn serve_echo_on(listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    let limits = ServeLimits::default();
+    viewkv::net::serve(listener, Arc::new(Echo), shutdown, limits, None, None).await;
+}
+
+/// `viewkv bench echo-server`: serve the echo on a free local port, print its address as one
+/// line, and stop when standard input closes (the load generator that started it exited).
+pub async fn echo_server() -> anyhow::Result<ExitCode> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?);
+    let parent_gone = async {
+        let mut stdin = tokio::io::stdin();
+        let mut sink = [0u8; 64];
+        while stdin.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    };
+    serve_echo_on(listener, parent_gone).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Start `viewkv bench echo-server` as a child process: it and the address it serves on. The
+/// child is killed when the handle is dropped, and exits by itself if this process dies.
+async fn spawn_echo() -> anyhow::Result<(tokio::process::Child, String)> {
+    let exe = std::env::current_exe().context("cannot find the viewkv executable")?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["bench", "echo-server"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the echo server")?;
+    let stdout = child.stdout.take().context("the echo server's output")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .context("the echo server did not say its address within 10 s")?
+        .context("reading the echo server's address")?
+        .context("the echo server exited before saying its address")?;
+    Ok((child, line.trim().to_string()))
 }
 
 fn progress_bar(duration: Duration, quiet: bool) -> ProgressBar {
@@ -192,6 +245,8 @@ fn report(args: &Args, latency: &Histogram<u64>, errors: u64, elapsed: f64) {
     let at = |q: f64| latency.value_at_quantile(q);
     let target = if args.echo {
         "echo".to_string()
+    } else if args.echo_in_process {
+        "echo-in-process".to_string()
     } else if let Some(addr) = &args.against_redis {
         format!("redis {addr}")
     } else {
