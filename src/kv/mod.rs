@@ -13,6 +13,7 @@ mod confirmations;
 mod data;
 mod dumps;
 pub mod http_api;
+pub mod integer;
 pub mod replica;
 mod replication;
 mod server;

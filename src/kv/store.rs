@@ -13,6 +13,7 @@ use super::api::{
     SCAN_MAX_KEYS,
 };
 use super::data::{Data, Record};
+use super::integer::parse_integer;
 use super::sessions::{Lookup, Session, SessionBounds, Sessions};
 
 /// Most expired keys removed besides the operation's own each time a request is applied.
@@ -239,10 +240,7 @@ impl Store {
             }
             Op::IncrBy { key, by } => {
                 let old = self.data.get(key).unwrap_or(b"0");
-                let parsed = std::str::from_utf8(old)
-                    .ok()
-                    .and_then(|text| text.parse::<i64>().ok());
-                let Some(old) = parsed else {
+                let Some(old) = parse_integer(old) else {
                     return invalid("value is not an integer or out of range");
                 };
                 let Some(new) = old.checked_add(*by) else {
@@ -794,6 +792,23 @@ mod tests {
             Reply::Err(KvError::Invalid { reason }) if reason.contains("not an integer")
         ));
         assert_eq!(store.data().get(b"k"), Some(&b"d"[..]), "nothing changed");
+        // Redis's integers: no sign but '-', no leading zero.
+        for spelled in ["007", "+5", "-0", " 1"] {
+            let put = Op::Put {
+                key: b"z".to_vec(),
+                value: spelled.as_bytes().to_vec(),
+            };
+            run(&mut store, put);
+            let incr = Op::IncrBy {
+                key: b"z".to_vec(),
+                by: 1,
+            };
+            assert!(
+                matches!(run(&mut store, incr), Reply::Err(KvError::Invalid { .. })),
+                "INCR of {spelled:?}"
+            );
+            assert_eq!(store.data().get(b"z"), Some(spelled.as_bytes()));
+        }
 
         let append = Op::AppendLen {
             key: b"k".to_vec(),

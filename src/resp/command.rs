@@ -6,6 +6,7 @@ use bytes::Bytes;
 use super::subcommands::{hello, subcommand};
 use super::table;
 use crate::kv::api::{ExpireIf, Ttl, When};
+use crate::kv::integer::parse_integer;
 
 /// One parsed command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,10 +174,7 @@ fn unknown(name: &[u8], args: &[Bytes]) -> Refusal {
 }
 
 pub(super) fn integer(arg: &Bytes) -> Result<i64, Refusal> {
-    std::str::from_utf8(arg)
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .ok_or_else(|| NOT_AN_INTEGER.to_string())
+    parse_integer(arg).ok_or_else(|| NOT_AN_INTEGER.to_string())
 }
 
 /// The command in `args` (its name first), or why it is refused. The name and the number of
