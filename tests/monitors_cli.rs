@@ -12,11 +12,7 @@ use std::time::{Duration, Instant};
 #[path = "common/procs.rs"]
 mod procs;
 
-use procs::{free_port, viewkv, Killed, DEADLINE, EXE};
-
-fn free_addr() -> String {
-    format!("127.0.0.1:{}", free_port())
-}
+use procs::{free_addrs, viewkv, Killed, DEADLINE, EXE};
 
 /// `viewkv monitor --id ID --peers PEERS` with its data in `DIR/monitor-ID` (`--join` if
 /// `join`), logging to `DIR/monitor-ID.log`.
@@ -102,7 +98,7 @@ fn writer(monitors: String, stop: Arc<AtomicBool>) -> JoinHandle<usize> {
 #[test]
 fn a_dead_monitor_is_replaced_by_a_new_machine_at_a_new_address() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect();
+    let addrs = free_addrs(3);
     let peers = format!("1={},2={},3={}", addrs[0], addrs[1], addrs[2]);
     let mut running: Vec<Option<Killed>> = (1..=3)
         .map(|id| Some(spawn(monitor(id, &peers, dir.path(), false))))
@@ -110,7 +106,8 @@ fn a_dead_monitor_is_replaced_by_a_new_machine_at_a_new_address() {
     let all = addrs.join(",");
     list_where(&all, "three voters", |doc| voters(doc).len() == 3);
     let _servers: Vec<Killed> = (1..=2)
-        .map(|n| server(n, &free_addr(), &all, dir.path()))
+        .zip(free_addrs(2))
+        .map(|(n, addr)| server(n, &addr, &all, dir.path()))
         .collect();
     let start = Instant::now();
     loop {
@@ -142,7 +139,7 @@ fn a_dead_monitor_is_replaced_by_a_new_machine_at_a_new_address() {
     assert!(!out.contains("monitor 3 "), "{out}");
 
     // The new machine: a new address, an empty disk, --join.
-    let new_addr = free_addr();
+    let new_addr = free_addrs(1).remove(0);
     let new_peers = format!("1={},2={},3={new_addr}", addrs[0], addrs[1]);
     running[2] = Some(spawn(monitor(3, &new_peers, dir.path(), true)));
     let member = format!("3={new_addr}");

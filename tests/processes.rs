@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[path = "common/procs.rs"]
 mod procs;
 
-use procs::{free_port, viewkv, wait_for, Killed, EXE};
+use procs::{free_addrs, viewkv, wait_for, Killed, EXE};
 
 fn start_monitor(id: u64, peers: &str, dir: &Path) -> Killed {
     let log = std::fs::File::create(dir.join(format!("monitor-{id}.log"))).expect("a log file");
@@ -48,9 +48,7 @@ fn start_server(n: usize, addr: &str, monitors: &str, dir: &Path, extra: &[&str]
 
 /// Three monitors on free ports: the processes (by id - 1) and the `--monitors` list.
 fn start_monitors(dir: &Path) -> (Vec<Option<Killed>>, String) {
-    let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
+    let addrs = free_addrs(3);
     let peers = addrs
         .iter()
         .enumerate()
@@ -107,12 +105,8 @@ fn kill_9_of_the_leader_process_elects_a_new_one() {
 #[test]
 fn up_put_get_kill_9_the_primary_get_again() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let monitors: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let servers: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
+    let mut monitors = free_addrs(6);
+    let servers = monitors.split_off(3);
     // `up` makes the secret file the cluster file names; commands given the file prove it.
     let secret_path = dir.path().join("secret");
     let mut config = format!("secret_file = {:?}\n", secret_path.display().to_string());
@@ -268,7 +262,7 @@ fn a_primary_frozen_past_the_session_ttl_never_applies_a_queued_retry_twice() {
     let (_monitors, monitors_arg) = start_monitors(dir.path());
     // One server that acknowledges alone, so the monitors keep it primary while it is frozen
     // (there is no backup to promote), with a session TTL shorter than the freeze.
-    let server_addr = format!("127.0.0.1:{}", free_port());
+    let server_addr = free_addrs(1).remove(0);
     let extra = ["--min-copies", "1", "--session-ttl", "3s"];
     let server = start_server(1, &server_addr, &monitors_arg, dir.path(), &extra);
     wait_for("an acknowledged primary", || {
@@ -341,10 +335,8 @@ fn a_stopped_monitor_leader_then_a_stopped_first_monitor_replace_no_live_server(
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (monitors, monitors_arg) = start_monitors(dir.path());
     let _servers: Vec<Killed> = (1..=2)
-        .map(|n| {
-            let addr = format!("127.0.0.1:{}", free_port());
-            start_server(n, &addr, &monitors_arg, dir.path(), &[])
-        })
+        .zip(free_addrs(2))
+        .map(|(n, addr)| start_server(n, &addr, &monitors_arg, dir.path(), &[]))
         .collect();
     let settled = |doc: &serde_json::Value| {
         let view = &doc["view"];
@@ -415,7 +407,7 @@ fn log_format_json_writes_one_object_per_line_at_the_rust_log_level() {
 
 #[test]
 fn with_no_cluster_running_the_cli_says_so_and_names_the_addresses() {
-    let monitors = format!("127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
+    let monitors = free_addrs(2).join(",");
     let first = monitors.split(',').next().unwrap_or_default().to_string();
     for args in [
         vec!["get", "k", "--deadline", "5m", "--monitors", &monitors],
@@ -444,12 +436,8 @@ fn up_over_mutual_tls_serves_only_commands_given_a_certificate_of_its_ca() {
         Some(p) => p.display().to_string(),
         None => panic!("an issued file"),
     };
-    let monitors: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let servers: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
+    let mut monitors = free_addrs(6);
+    let servers = monitors.split_off(3);
     let secret_path = dir.path().join("secret");
     let mut config = format!(
         "secret_file = {:?}\ntls_cert = {:?}\ntls_key = {:?}\ntls_ca = {:?}\n",

@@ -20,14 +20,8 @@ impl Drop for Killed {
     }
 }
 
-/// A loopback port free right now.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("an address").port()
-}
-
 /// `n` loopback ports free right now, all different: each is held until all are drawn, where
-/// calling [`free_port`] `n` times may give the same port twice.
+/// drawing them one at a time may give the same port twice.
 pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
@@ -35,6 +29,14 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     listeners
         .iter()
         .map(|listener| listener.local_addr().expect("an address").port())
+        .collect()
+}
+
+/// `n` loopback addresses free right now, all different (see [`free_ports`]).
+pub fn free_addrs(n: usize) -> Vec<String> {
+    free_ports(n)
+        .into_iter()
+        .map(|port| format!("127.0.0.1:{port}"))
         .collect()
 }
 
