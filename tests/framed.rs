@@ -142,8 +142,15 @@ async fn framed_calls_are_counted_in_metrics_by_path() {
     let handler = Arc::new(Delayed::default());
     let addr = listen(handler, None).await;
     let rpc = RpcClient::new("counted", None);
-    for _ in 0..3 {
-        rpc.start(&addr, "/kv/counted", vec![0], DEADLINE)
+    // One connection, its paths alternating: each answer is counted under its own path.
+    for path in [
+        "/kv/counted",
+        "/kv/counted",
+        "/kv/other",
+        "/kv/counted",
+        "/kv/other",
+    ] {
+        rpc.start(&addr, path, vec![0], DEADLINE)
             .await
             .expect("an answer");
     }
@@ -152,9 +159,11 @@ async fn framed_calls_are_counted_in_metrics_by_path() {
         .await
         .expect("metrics");
     let text = String::from_utf8_lossy(&text);
-    let line = text
-        .lines()
-        .find(|l| l.contains("path=\"/kv/counted\"") && l.contains("_total"))
-        .unwrap_or_else(|| panic!("no count for the framed path in {text}"));
-    assert!(line.ends_with(" 3"), "{line}");
+    for (path, count) in [("/kv/counted", 3), ("/kv/other", 2)] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("path=\"{path}\"")) && l.contains("_total"))
+            .unwrap_or_else(|| panic!("no count for {path} in {text}"));
+        assert!(line.ends_with(&format!(" {count}")), "{line}");
+    }
 }

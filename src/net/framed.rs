@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::frame::{decode_call, encode_answer, Call, HELLO, MAX_FRAME};
+use super::metrics::Counted;
 use super::server::{Handler, Listener};
 use super::MAX_MESSAGE;
 
@@ -168,6 +169,7 @@ where
         handler: handler.clone(),
         shared: shared.clone(),
         output,
+        counted: None,
     };
     let budget = shared.body_budget.clone();
     let mut reading = true;
@@ -230,6 +232,9 @@ struct Served<H> {
     shared: Arc<Listener>,
     /// Encoded answers waiting for the next write.
     output: BytesMut,
+    /// The path and status of the last answer, with where they are counted: a connection's
+    /// answers are mostly alike, and looking the metrics up costs more than counting.
+    counted: Option<(String, u16, Counted)>,
 }
 
 impl<H: Handler> Served<H> {
@@ -289,9 +294,16 @@ impl<H: Handler> Served<H> {
         } = done;
         encode_answer(&mut self.output, id, outcome.status, &outcome.body);
         let (status, took) = (outcome.status, started.elapsed());
-        let route = self.handler.route(&path);
-        self.shared
-            .metrics
-            .record(&route, status != 404, status, took);
+        match &self.counted {
+            Some((last, counted_status, counted)) if *last == path && *counted_status == status => {
+                counted.record(took);
+            }
+            _ => {
+                let route = self.handler.route(&path);
+                let counted = self.shared.metrics.counted(&route, status != 404, status);
+                counted.record(took);
+                self.counted = Some((path, status, counted));
+            }
+        }
     }
 }

@@ -84,15 +84,39 @@ pub fn vm_rss(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The counter and histogram of one path and status. Looking them up hashes and allocates
+/// their labels, so a caller that counts many answers of one kind (a framed connection) keeps
+/// them and counts each answer with two atomic updates.
+#[derive(Clone, Debug)]
+pub struct Counted {
+    /// Requests answered with this path and status.
+    requests: Counter,
+    /// Their latency, by path.
+    latency: Histogram,
+}
+
+impl Counted {
+    /// Count one answer that took `took`.
+    pub fn record(&self, took: Duration) {
+        self.requests.inc();
+        self.latency.observe(took.as_secs_f64());
+    }
+}
+
 impl HttpMetrics {
     /// Count one answered request.
     pub fn record(&self, path: &str, known: bool, status: u16, took: Duration) {
+        self.counted(path, known, status).record(took);
+    }
+
+    /// Where requests answered on `path` (`known`: one that exists) with `status` are counted.
+    pub fn counted(&self, path: &str, known: bool, status: u16) -> Counted {
         let path = if known { path } else { "other" }.to_string();
         let labels = vec![("path", path.clone()), ("status", status.to_string())];
-        self.requests.get_or_create(&labels).inc();
-        self.latency
-            .get_or_create(&vec![("path", path)])
-            .observe(took.as_secs_f64());
+        Counted {
+            requests: self.requests.get_or_create(&labels).clone(),
+            latency: self.latency.get_or_create(&vec![("path", path)]).clone(),
+        }
     }
 
     /// The text exposition of these metrics and `gauges`, plus the process's memory.
