@@ -1,57 +1,137 @@
 //! The keys and values: an ordered, persistent map whose clone is O(1), so a state transfer
 //! reads a snapshot while the primary keeps writing (only the paths it changes are copied).
 
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::ops::Bound;
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicU32, Ordering as Atomic};
 
-use triomphe::ThinArc;
-
-/// One key/value pair in a single shared allocation: `[key length: u32 LE][key][value]`.
+/// One key/value pair in a single shared allocation: a 12-byte [`Header`], the key, the value.
 /// Cloning it (as the persistent map does when it copies a node) is a reference-count bump.
-/// The pointer is thin (8 bytes, the length lives in the allocation) and the count has no weak
-/// half: the map's leaves hold one pointer per key, so this is most of its per-key overhead.
-#[derive(Clone)]
-pub struct Record(ThinArc<(), u8>);
+///
+/// The map's leaves hold one record per key, so its header is most of the per-key overhead, and
+/// it is written here rather than taken from a crate: the thin `Arc`s available keep a `usize`
+/// count and a `usize` length (16 bytes, plus 4 for the key's length), which puts a 16-byte key
+/// with a 100-byte value (136 bytes) in the allocator's 160-byte class; with 12 bytes it is 128.
+pub struct Record(NonNull<Header>);
 
-/// Bytes of the length prefix in a [`Record`].
-const PREFIX: usize = 4;
+/// What precedes the key and value in a record's allocation.
+#[repr(C)]
+struct Header {
+    /// Clones alive. Past [`MAX_COUNT`] the process aborts rather than let it wrap.
+    count: AtomicU32,
+    /// Bytes of the key.
+    key_len: u32,
+    /// Bytes of the key and the value.
+    len: u32,
+}
+
+/// Most clones of one record: far above what the map makes (one per snapshot sharing a node),
+/// and low enough that no number of threads racing past it can wrap the count.
+const MAX_COUNT: u32 = u32::MAX / 2;
+
+/// The largest key plus value a record holds (limits keep values far smaller).
+pub const MAX_RECORD: usize = u32::MAX as usize - std::mem::size_of::<Header>();
+
+// SAFETY: a record is immutable after `new` and its count is atomic, as in `std::sync::Arc`.
+unsafe impl Send for Record {}
+// SAFETY: as above: shared access only reads the bytes or updates the count atomically.
+unsafe impl Sync for Record {}
+
+/// The allocation of a record holding `len` bytes of key and value.
+fn layout(len: usize) -> Layout {
+    Layout::new::<Header>()
+        .extend(Layout::array::<u8>(len).expect("a record's length fits a layout"))
+        .expect("a record's length fits a layout")
+        .0
+}
 
 impl Record {
-    /// A record of `key` and `value`. Keys are at most `u32::MAX` bytes (the limits are far
-    /// lower).
+    /// A record of `key` and `value`.
+    ///
+    /// # Panics
+    /// If the key and value together are over [`MAX_RECORD`] bytes; the limits refuse such
+    /// values (`Config::validate` caps `max_value`) and no message carries one.
     pub fn new(key: &[u8], value: &[u8]) -> Record {
-        let mut bytes = Vec::with_capacity(PREFIX + key.len() + value.len());
-        bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
-        Record(ThinArc::from_header_and_slice((), &bytes))
+        let len = key.len() + value.len();
+        assert!(
+            len <= MAX_RECORD,
+            "a record of {len} bytes is over {MAX_RECORD}"
+        );
+        let layout = layout(len);
+        // SAFETY: the layout is never zero-sized (it holds the header); the header is written
+        // before the bytes behind it, which are all written (key then value) before the pointer
+        // escapes, so every byte a record reads is initialized.
+        unsafe {
+            let Some(ptr) = NonNull::new(alloc(layout).cast::<Header>()) else {
+                handle_alloc_error(layout)
+            };
+            ptr.as_ptr().write(Header {
+                count: AtomicU32::new(1),
+                key_len: key.len() as u32,
+                len: len as u32,
+            });
+            let bytes = ptr.as_ptr().add(1).cast::<u8>();
+            std::ptr::copy_nonoverlapping(key.as_ptr(), bytes, key.len());
+            std::ptr::copy_nonoverlapping(value.as_ptr(), bytes.add(key.len()), value.len());
+            Record(ptr)
+        }
     }
 
-    /// Length prefix, key and value.
+    fn header(&self) -> &Header {
+        // SAFETY: the allocation lives while this record (one of its counted clones) does.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Key and value.
     fn bytes(&self) -> &[u8] {
-        &self.0.slice
-    }
-
-    fn key_len(&self) -> usize {
-        let mut prefix = [0u8; PREFIX];
-        prefix.copy_from_slice(&self.bytes()[..PREFIX]);
-        u32::from_le_bytes(prefix) as usize
+        let len = self.header().len as usize;
+        // SAFETY: `new` wrote `len` bytes right after the header (whose size is a multiple of
+        // the bytes' alignment, 1), and they are never written again.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(1).cast::<u8>(), len) }
     }
 
     /// The key.
     pub fn key(&self) -> &[u8] {
-        &self.bytes()[PREFIX..PREFIX + self.key_len()]
+        &self.bytes()[..self.header().key_len as usize]
     }
 
     /// The value.
     pub fn value(&self) -> &[u8] {
-        &self.bytes()[PREFIX + self.key_len()..]
+        &self.bytes()[self.header().key_len as usize..]
     }
 
     /// Key plus value bytes (what limits and status count).
     pub fn size(&self) -> usize {
-        self.bytes().len() - PREFIX
+        self.header().len as usize
+    }
+}
+
+impl Clone for Record {
+    fn clone(&self) -> Self {
+        // Relaxed is enough to take a clone of a record this thread can already see (as in
+        // `std::sync::Arc`): the clone is published to others by whatever sends it.
+        if self.header().count.fetch_add(1, Atomic::Relaxed) > MAX_COUNT {
+            std::process::abort();
+        }
+        Record(self.0)
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if self.header().count.fetch_sub(1, Atomic::Release) != 1 {
+            return;
+        }
+        // Every other clone's last use happened before its decrement (Release); this fence
+        // orders them before the free.
+        fence(Atomic::Acquire);
+        let layout = layout(self.header().len as usize);
+        // SAFETY: the count reached zero: this was the last clone, nothing else can reach the
+        // allocation, and it was made by `alloc` with this layout.
+        unsafe { dealloc(self.0.as_ptr().cast::<u8>(), layout) }
     }
 }
 
@@ -228,8 +308,32 @@ mod tests {
         );
         let empty = Record::new(b"", b"");
         assert_eq!((empty.key(), empty.value()), (&b""[..], &b""[..]));
+        let no_value = Record::new(b"k", b"");
+        assert_eq!((no_value.key(), no_value.value()), (&b"k"[..], &b""[..]));
         assert_eq!(Record::new(b"a", b"1"), Record::new(b"a", b"2"));
         assert!(Record::new(b"a", b"9") < Record::new(b"b", b""));
+    }
+
+    #[test]
+    fn clones_on_many_threads_share_one_count() {
+        let record = Record::new(b"key", &[7u8; 100]);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let clones: Vec<Record> = (0..1000).map(|_| record.clone()).collect();
+                    assert!(clones
+                        .iter()
+                        .all(|c| c.key() == b"key" && c.value() == [7; 100]));
+                });
+            }
+        });
+        assert_eq!(record.header().count.load(Atomic::Relaxed), 1);
+        let clone = record.clone();
+        drop(record);
+        assert_eq!(
+            (clone.size(), clone.header().count.load(Atomic::Relaxed)),
+            (103, 1)
+        );
     }
 
     #[test]

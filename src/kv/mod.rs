@@ -113,6 +113,12 @@ impl ServerConfig {
         if self.limits.max_value == 0 {
             return Err("max_value must be at least 1 byte".into());
         }
+        if self.limits.max_value > data::MAX_RECORD / 2 {
+            return Err(format!(
+                "max_value must be at most {} bytes (a key and its value share one record)",
+                data::MAX_RECORD / 2
+            ));
+        }
         if self.limits.max_sessions == 0 {
             return Err("max_sessions must be at least 1".into());
         }
@@ -239,5 +245,24 @@ fn resp_context(
         status: Box::new(move || status.status()),
         cursors: crate::resp::Cursors::default(),
         tls,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_value_is_refused_outside_what_a_record_holds() {
+        let mut config = ServerConfig::new("127.0.0.1:1", Vec::new());
+        for (max_value, ok) in [(0, false), (1, true), (data::MAX_RECORD / 2, true)] {
+            config.limits.max_value = max_value;
+            assert_eq!(config.validate().is_ok(), ok, "max_value {max_value}");
+        }
+        config.limits.max_value = data::MAX_RECORD / 2 + 1;
+        let refused = config
+            .validate()
+            .expect_err("a max_value over half a record");
+        assert!(refused.contains("max_value must be at most"), "{refused}");
     }
 }
