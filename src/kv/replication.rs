@@ -20,8 +20,9 @@ use crate::view::View;
 const WINDOW: usize = 8;
 /// Transfer chunks in flight at once: the primary builds and sends the next while the backup
 /// installs one (the connection keeps them in order; one that fails restarts the transfer).
-/// With one at a time the two alternated, and half of two cores sat idle during a transfer.
-const CHUNKS_IN_FLIGHT: usize = 2;
+/// With one at a time the two alternated, and half of two cores sat idle during a transfer;
+/// three chunks of 1 MiB moved a million keys faster than two of 4 MiB (`bench backup-sync`).
+const CHUNKS_IN_FLIGHT: usize = 3;
 
 /// How a message to the backup went.
 enum Sent {

@@ -6,7 +6,7 @@ use super::store::Store;
 use crate::view::Member;
 
 /// Most key and value bytes in one transfer chunk, by default.
-pub const MAX_CHUNK_BYTES: usize = 4 << 20;
+pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 
 /// Bytes a session takes in a transfer, roughly.
 fn session_size(session: &Session) -> usize {
@@ -86,7 +86,9 @@ impl Snapshot {
         if self.cursor == Cursor::Done {
             return None;
         }
-        let mut records = Vec::new();
+        // Room for a full chunk of records with their 8-byte lengths (a quarter more than the
+        // key and value bytes covers records of 32 bytes and up), so it is not regrown.
+        let mut records = Vec::with_capacity(self.chunk_bytes + self.chunk_bytes / 4);
         let mut deadlines = Vec::new();
         let mut sessions = Vec::new();
         let mut bytes = 0;
