@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "against_redis")]
     echo_in_process: bool,
     /// Load this Redis server (host:port) instead, with the same mix (SET and GET); AUTH with
-    /// the cluster secret if one is configured.
+    /// the cluster secret if one is configured (a Redis without a password ignores it).
     #[arg(long, value_name = "ADDR")]
     against_redis: Option<String>,
     /// Print the figures as one JSON object on stdout.
@@ -407,10 +407,8 @@ impl Redis {
         };
         if let Some(password) = password {
             redis.send(&[b"AUTH", password.as_bytes()])?;
-            match redis.exchange(1).await?.first() {
-                Some(BytesFrame::SimpleString(_)) => {}
-                other => bail!("AUTH at {addr} answered {other:?}"),
-            }
+            let answer = redis.exchange(1).await?;
+            auth_answered(addr, answer.first())?;
         }
         Ok(redis)
     }
@@ -461,6 +459,17 @@ impl Redis {
     }
 }
 
+/// Whether the load may go on after `AUTH` at `addr` answered `answer`: yes if accepted, and
+/// yes if the server has no password at all (the cluster's secret is configured here, but the
+/// Redis compared against need not have one); no on a wrong password or anything else.
+fn auth_answered(addr: &str, answer: Option<&BytesFrame>) -> anyhow::Result<()> {
+    match answer {
+        Some(BytesFrame::SimpleString(_)) => Ok(()),
+        Some(BytesFrame::Error(text)) if text.contains("without any password configured") => Ok(()),
+        other => bail!("AUTH at {addr} answered {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,5 +482,23 @@ mod tests {
         assert_eq!(h.value_at_quantile(0.0), 80);
         let slow = h.max();
         assert!((2_497_000..=2_503_000).contains(&slow), "{slow}");
+    }
+
+    #[test]
+    fn auth_goes_on_only_when_accepted_or_not_needed() {
+        let ok = BytesFrame::SimpleString(Bytes::from_static(b"OK"));
+        let no_password = BytesFrame::Error(
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?"
+                .into(),
+        );
+        let wrong = BytesFrame::Error(
+            "WRONGPASS invalid username-password pair or user is disabled.".into(),
+        );
+        assert!(auth_answered("r", Some(&ok)).is_ok());
+        assert!(auth_answered("r", Some(&no_password)).is_ok());
+        let refused = auth_answered("r", Some(&wrong)).expect_err("a wrong password");
+        assert!(refused.to_string().contains("WRONGPASS"), "{refused}");
+        assert!(auth_answered("r", None).is_err());
     }
 }
