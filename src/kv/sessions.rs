@@ -57,18 +57,46 @@ pub struct SessionBounds {
 }
 
 /// The table, with its indexes. Every collection is persistent (O(1) clone for transfers).
+///
+/// The two indexes are refreshed lazily: an entry's key in them is when it was last heard *as
+/// of its indexing*, never later than the truth, and a write from a known client touches only
+/// the table (one map operation, where moving the entry in both indexes took six). Expiry and
+/// eviction take the front of an index and, when its key is stale, move it to the true time
+/// and look again; since no key is later than its entry's truth, a front whose key is true is
+/// the true oldest, so what is expired and evicted is exactly what fresh indexes would give.
 #[derive(Clone, Debug)]
 pub struct Sessions {
-    /// Client id → session.
-    table: imbl::OrdMap<u64, Session>,
-    /// Every entry by (last heard, client): expiry takes from the front.
+    /// Client id → session, with where it sits in the indexes.
+    table: imbl::OrdMap<u64, Entry>,
+    /// Every entry by (last heard as of its indexing, client): expiry takes from the front.
     by_age: imbl::OrdSet<(u64, u64)>,
-    /// Entries still holding a reply, by (last heard, client): eviction takes from the front.
+    /// Entries still holding a reply, by (last heard as of its indexing, client): eviction
+    /// takes from the front.
     with_reply: imbl::OrdSet<(u64, u64)>,
     /// Bytes of the saved replies.
     reply_bytes: usize,
     /// The bounds in force (the service's, carried with the state).
     bounds: SessionBounds,
+}
+
+/// A session and its keys in the indexes.
+#[derive(Clone, Debug)]
+struct Entry {
+    /// What a transfer carries.
+    session: Session,
+    /// Its key in `by_age` (at most `session.last_ms`).
+    age_ms: u64,
+    /// Its key in `with_reply`, if it holds a reply (at most `session.last_ms`).
+    reply_ms: Option<u64>,
+}
+
+/// One of the two indexes.
+#[derive(Clone, Copy)]
+enum Index {
+    /// `by_age`.
+    Age,
+    /// `with_reply`.
+    Reply,
 }
 
 /// Bytes a saved reply accounts for.
@@ -113,38 +141,76 @@ impl Sessions {
 
     /// Forget every entry silent for longer than the TTL at `now_ms`.
     pub fn expire(&mut self, now_ms: u64) {
-        while let Some(&(last, client)) = self.by_age.get_min() {
-            if now_ms.saturating_sub(last) <= self.bounds.ttl_ms {
-                break;
+        let ttl = self.bounds.ttl_ms;
+        let expired = |at: u64| now_ms.saturating_sub(at) > ttl;
+        // No key is later than its entry's truth: while the front's key has not expired, no
+        // entry has (and a stale front is re-indexed only when it looks expired).
+        while self.by_age.get_min().is_some_and(|&(at, _)| expired(at)) {
+            if let Some((at, client)) = self.oldest(Index::Age) {
+                if expired(at) {
+                    self.remove(client);
+                }
             }
-            self.remove(client);
+        }
+    }
+
+    /// The front of `index` (time, client) once its key is true, re-indexing stale fronts on
+    /// the way; `None` if the index is empty.
+    fn oldest(&mut self, index: Index) -> Option<(u64, u64)> {
+        loop {
+            let set = match index {
+                Index::Age => &mut self.by_age,
+                Index::Reply => &mut self.with_reply,
+            };
+            let &(at, client) = set.get_min()?;
+            let Some(entry) = self.table.get_mut(&client) else {
+                // Cannot happen (every key has its entry); dropping it keeps the loop finite.
+                set.remove(&(at, client));
+                continue;
+            };
+            let last = entry.session.last_ms;
+            if at >= last {
+                return Some((at, client));
+            }
+            set.remove(&(at, client));
+            set.insert((last, client));
+            match index {
+                Index::Age => entry.age_ms = last,
+                Index::Reply => entry.reply_ms = Some(last),
+            }
         }
     }
 
     fn remove(&mut self, client: u64) -> Option<Session> {
-        let session = self.table.remove(&client)?;
-        self.by_age.remove(&(session.last_ms, client));
-        if let Some(reply) = &session.reply {
-            self.with_reply.remove(&(session.last_ms, client));
+        let entry = self.table.remove(&client)?;
+        self.by_age.remove(&(entry.age_ms, client));
+        if let Some(at) = entry.reply_ms {
+            self.with_reply.remove(&(at, client));
+        }
+        if let Some(reply) = &entry.session.reply {
             self.reply_bytes -= reply_size(reply);
         }
-        Some(session)
+        Some(entry.session)
     }
 
     /// What to do with write `seq` of `client`; touches the session (it was heard from).
     pub fn lookup(&mut self, client: u64, seq: u64, now_ms: u64) -> Lookup {
-        let Some(session) = self.table.get(&client) else {
+        let Some(entry) = self.table.get(&client) else {
             if self.table.len() >= self.bounds.max_sessions * MARKERS_PER_SESSION {
                 return Lookup::Full;
             }
             return Lookup::New;
         };
-        let last = session.seq;
+        let last = entry.session.seq;
         if seq > last {
             return Lookup::New;
         }
-        let saved = session.reply.clone();
-        self.touch(client, now_ms);
+        let saved = entry.session.reply.clone();
+        if entry.session.last_ms < now_ms {
+            if let Some(entry) = self.table.get_mut(&client) {
+                entry.session.last_ms = now_ms;
+            }
+        }
         match (seq == last, saved) {
             (true, Some(reply)) => Lookup::Repeat(reply),
             (true, None) => Lookup::Evicted,
@@ -152,62 +218,77 @@ impl Sessions {
         }
     }
 
-    fn touch(&mut self, client: u64, now_ms: u64) {
-        if self.table.get(&client).is_some_and(|s| s.last_ms >= now_ms) {
-            return;
-        }
-        if let Some(mut session) = self.remove(client) {
-            session.last_ms = now_ms;
-            self.add(client, session);
-        }
-    }
-
     /// Save the reply to write `seq` of `client`, then evict the oldest replies over the
     /// bounds.
     pub fn record(&mut self, client: u64, seq: u64, reply: Reply, now_ms: u64) {
-        let last_ms = self
-            .remove(client)
-            .map_or(now_ms, |s| s.last_ms.max(now_ms));
-        self.add(
-            client,
-            Session {
-                seq,
-                reply: Some(reply),
-                last_ms,
-            },
-        );
+        let size = reply_size(&reply);
+        match self.table.get_mut(&client) {
+            Some(entry) => {
+                let session = &mut entry.session;
+                session.last_ms = session.last_ms.max(now_ms);
+                session.seq = seq;
+                let old = session.reply.replace(reply);
+                self.reply_bytes = self.reply_bytes + size - old.as_ref().map_or(0, reply_size);
+                if entry.reply_ms.is_none() {
+                    entry.reply_ms = Some(session.last_ms);
+                    self.with_reply.insert((session.last_ms, client));
+                }
+            }
+            None => self.add(
+                client,
+                Session {
+                    seq,
+                    reply: Some(reply),
+                    last_ms: now_ms,
+                },
+            ),
+        }
         while self.with_reply.len() > self.bounds.max_sessions
             || self.reply_bytes > self.bounds.max_bytes
         {
-            let Some(&(_, oldest)) = self.with_reply.get_min() else {
+            let Some((at, oldest)) = self.oldest(Index::Reply) else {
                 break;
             };
-            if let Some(mut session) = self.remove(oldest) {
-                session.reply = None;
-                self.add(oldest, session);
+            self.with_reply.remove(&(at, oldest));
+            if let Some(entry) = self.table.get_mut(&oldest) {
+                entry.reply_ms = None;
+                if let Some(reply) = entry.session.reply.take() {
+                    self.reply_bytes -= reply_size(&reply);
+                }
             }
         }
     }
 
-    /// Put an entry in (from [`Sessions::record`] or a transfer).
+    /// Put an entry in (from a transfer).
     pub fn insert(&mut self, client: u64, session: Session) {
         self.remove(client);
         self.add(client, session);
     }
 
-    /// Put in an entry for a client that has none.
+    /// Put in an entry for a client that has none, indexed at its true time.
     fn add(&mut self, client: u64, session: Session) {
-        self.by_age.insert((session.last_ms, client));
-        if let Some(reply) = &session.reply {
-            self.with_reply.insert((session.last_ms, client));
+        let at = session.last_ms;
+        self.by_age.insert((at, client));
+        let reply_ms = session.reply.as_ref().map(|reply| {
+            self.with_reply.insert((at, client));
             self.reply_bytes += reply_size(reply);
-        }
-        self.table.insert(client, session);
+            at
+        });
+        self.table.insert(
+            client,
+            Entry {
+                session,
+                age_ms: at,
+                reply_ms,
+            },
+        );
     }
 
     /// Every entry, in client order.
     pub fn iter(&self) -> impl Iterator<Item = (&u64, &Session)> {
-        self.table.iter()
+        self.table
+            .iter()
+            .map(|(client, entry)| (client, &entry.session))
     }
 
     /// Entries of clients after `after` (all if `None`), in client order (for a transfer).
@@ -216,7 +297,9 @@ impl Sessions {
             Some(client) => std::ops::Bound::Excluded(client),
             None => std::ops::Bound::Unbounded,
         };
-        self.table.range((start, std::ops::Bound::Unbounded))
+        self.table
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(client, entry)| (client, &entry.session))
     }
 }
 
@@ -293,6 +376,125 @@ mod tests {
         s.expire(1001);
         assert!(s.is_empty());
         assert_eq!(s.lookup(99, 1, 1001), Lookup::New);
+    }
+
+    /// The table as the module's doc states it, kept the obvious way: a map, scanned for the
+    /// oldest entry whenever one must go.
+    #[derive(Default)]
+    struct Model {
+        table: std::collections::BTreeMap<u64, Session>,
+    }
+
+    impl Model {
+        fn lookup(&mut self, b: &SessionBounds, client: u64, seq: u64, now: u64) -> Lookup {
+            let Some(session) = self.table.get_mut(&client) else {
+                if self.table.len() >= b.max_sessions * MARKERS_PER_SESSION {
+                    return Lookup::Full;
+                }
+                return Lookup::New;
+            };
+            if seq > session.seq {
+                return Lookup::New;
+            }
+            session.last_ms = session.last_ms.max(now);
+            match (seq == session.seq, session.reply.clone()) {
+                (true, Some(reply)) => Lookup::Repeat(reply),
+                (true, None) => Lookup::Evicted,
+                (false, _) => Lookup::Stale { last: session.seq },
+            }
+        }
+
+        fn record(&mut self, b: &SessionBounds, client: u64, seq: u64, reply: Reply, now: u64) {
+            let last_ms = self.table.get(&client).map_or(now, |s| s.last_ms.max(now));
+            let reply = Some(reply);
+            self.table.insert(
+                client,
+                Session {
+                    seq,
+                    reply,
+                    last_ms,
+                },
+            );
+            loop {
+                let held = self.table.iter().filter(|(_, s)| s.reply.is_some());
+                let bytes: usize = held
+                    .clone()
+                    .flat_map(|(_, s)| s.reply.as_ref())
+                    .map(reply_size)
+                    .sum();
+                if held.clone().count() <= b.max_sessions && bytes <= b.max_bytes {
+                    break;
+                }
+                let oldest = held.min_by_key(|(c, s)| (s.last_ms, **c)).map(|(c, _)| *c);
+                if let Some(session) = oldest.and_then(|c| self.table.get_mut(&c)) {
+                    session.reply = None;
+                }
+            }
+        }
+
+        fn expire(&mut self, b: &SessionBounds, now: u64) {
+            self.table
+                .retain(|_, s| now.saturating_sub(s.last_ms) <= b.ttl_ms);
+        }
+    }
+
+    #[test]
+    fn lazily_kept_indexes_expire_and_evict_as_the_obvious_table_does() {
+        use rand::{Rng, SeedableRng};
+        let seed = crate::testkit::seed();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for round in 0..200 {
+            let b = SessionBounds {
+                ttl_ms: rng.gen_range(50..400),
+                max_sessions: rng.gen_range(1..5),
+                max_bytes: rng.gen_range(20..200),
+            };
+            let (mut table, mut model) = (Sessions::new(b), Model::default());
+            let mut now = 0;
+            for step in 0..300 {
+                now += rng.gen_range(0..40);
+                let client = rng.gen_range(0..12);
+                let seq = rng.gen_range(1..6);
+                let at = format!("seed {seed}, round {round}, step {step}");
+                match rng.gen_range(0..10) {
+                    0..=3 => assert_eq!(
+                        table.lookup(client, seq, now),
+                        model.lookup(&b, client, seq, now),
+                        "{at}"
+                    ),
+                    4..=7 => {
+                        let reply = ok(&"r".repeat(rng.gen_range(0..40)));
+                        table.record(client, seq, reply.clone(), now);
+                        model.record(&b, client, seq, reply, now);
+                    }
+                    8 => {
+                        table.expire(now);
+                        model.expire(&b, now);
+                    }
+                    _ => {
+                        let session = Session {
+                            seq,
+                            reply: None,
+                            last_ms: now,
+                        };
+                        table.insert(client, session.clone());
+                        model.table.insert(client, session);
+                    }
+                }
+                let held: Vec<(u64, Session)> =
+                    table.iter().map(|(c, s)| (*c, s.clone())).collect();
+                let want: Vec<(u64, Session)> =
+                    model.table.iter().map(|(c, s)| (*c, s.clone())).collect();
+                assert_eq!(held, want, "{at}");
+                let replies = want.iter().flat_map(|(_, s)| s.reply.as_ref());
+                assert_eq!(table.replies(), replies.clone().count(), "{at}");
+                assert_eq!(
+                    table.reply_bytes(),
+                    replies.map(reply_size).sum::<usize>(),
+                    "{at}"
+                );
+            }
+        }
     }
 
     #[test]
