@@ -2,7 +2,8 @@
 //! server, shared by every caller of an [`super::RpcClient`] and its clones, with any number of
 //! calls in flight. Calls are written in the order they were started — what lets a caller
 //! pipeline requests that must be applied in order — and batched: whatever was started while
-//! the previous write was on its way goes out in one write.
+//! the previous write was on its way goes out in one write, and before writing the writer lets
+//! the tasks already woken (by the answers just read) start theirs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -358,24 +359,38 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         let mut output = BytesMut::new();
         while let Some(call) = calls.recv().await {
             let mut next = Some(call);
-            while let Some(Outgoing {
-                id,
-                header,
-                body,
-                reply,
-            }) = next.take()
-            {
-                lock(waiting).insert(id, reply);
-                output.extend_from_slice(&header);
-                if body.len() < COPY_AT_MOST {
-                    output.extend_from_slice(&body);
-                } else {
-                    writer.write_all(&output).await.map_err(|e| e.to_string())?;
-                    output.clear();
-                    writer.write_all(&body).await.map_err(|e| e.to_string())?;
+            let mut yielded = false;
+            loop {
+                while let Some(Outgoing {
+                    id,
+                    header,
+                    body,
+                    reply,
+                }) = next.take()
+                {
+                    lock(waiting).insert(id, reply);
+                    output.extend_from_slice(&header);
+                    if body.len() < COPY_AT_MOST {
+                        output.extend_from_slice(&body);
+                    } else {
+                        writer.write_all(&output).await.map_err(|e| e.to_string())?;
+                        output.clear();
+                        writer.write_all(&body).await.map_err(|e| e.to_string())?;
+                    }
+                    if output.len() < MAX_WRITE {
+                        next = calls.try_recv().ok();
+                    }
                 }
-                if output.len() < MAX_WRITE {
-                    next = calls.try_recv().ok();
+                if yielded || output.len() >= MAX_WRITE {
+                    break;
+                }
+                // Let the tasks that are ready (callers woken by the last answers read) start
+                // their calls first, so they go out in this write rather than one write each.
+                tokio::task::yield_now().await;
+                yielded = true;
+                next = calls.try_recv().ok();
+                if next.is_none() {
+                    break;
                 }
             }
             if !output.is_empty() {
