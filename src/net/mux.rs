@@ -2,11 +2,11 @@
 //! server, shared by every caller of an [`super::RpcClient`] and its clones, with any number of
 //! calls in flight. Calls are written in the order they were started — what lets a caller
 //! pipeline requests that must be applied in order — and batched: whatever was started while
-//! the previous write was on its way goes out in one write, and before writing the writer lets
-//! the tasks already woken (by the answers just read) start theirs.
+//! the previous write was on its way goes out in one write, and when the answers just read woke
+//! more callers than have started a call, the writer lets them start theirs before it writes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -355,10 +355,15 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let (mut reader, mut writer) = tokio::io::split(stream);
+    // Answers handed to their callers since the last write: when more callers were woken than
+    // have started a call, the writer lets them run before it writes, so their calls go out in
+    // the same write (one send for many callers under load; no detour for a lone caller).
+    let woken = AtomicUsize::new(0);
     let writing = async {
         let mut output = BytesMut::new();
         while let Some(call) = calls.recv().await {
             let mut next = Some(call);
+            let mut gathered = 0;
             let mut yielded = false;
             loop {
                 while let Some(Outgoing {
@@ -368,6 +373,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                     reply,
                 }) = next.take()
                 {
+                    gathered += 1;
                     lock(waiting).insert(id, reply);
                     output.extend_from_slice(&header);
                     if body.len() < COPY_AT_MOST {
@@ -381,11 +387,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                         next = calls.try_recv().ok();
                     }
                 }
-                if yielded || output.len() >= MAX_WRITE {
+                if yielded || output.len() >= MAX_WRITE || woken.load(Ordering::Relaxed) <= gathered
+                {
                     break;
                 }
-                // Let the tasks that are ready (callers woken by the last answers read) start
-                // their calls first, so they go out in this write rather than one write each.
                 tokio::task::yield_now().await;
                 yielded = true;
                 next = calls.try_recv().ok();
@@ -393,6 +398,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                     break;
                 }
             }
+            woken.store(0, Ordering::Relaxed);
             if !output.is_empty() {
                 writer.write_all(&output).await.map_err(|e| e.to_string())?;
                 output.clear();
@@ -410,6 +416,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                         state.heard_ms.store(state.now_ms(), Ordering::Relaxed);
                         if let Some(reply) = lock(waiting).remove(&answer.id) {
                             let _ = reply.send(Ok(answer));
+                            woken.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     Ok(None) => break,
