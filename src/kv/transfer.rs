@@ -86,9 +86,11 @@ impl Snapshot {
         if self.cursor == Cursor::Done {
             return None;
         }
-        // Room for a full chunk of records with their 8-byte lengths (a quarter more than the
-        // key and value bytes covers records of 32 bytes and up), so it is not regrown.
-        let mut records = Vec::with_capacity(self.chunk_bytes + self.chunk_bytes / 4);
+        // Room for a full chunk of records (or the whole store, if smaller) with their 8-byte
+        // lengths (a quarter more than the key and value bytes covers records of 32 bytes and
+        // up), so it is not regrown.
+        let room = self.chunk_bytes.min(self.store.data().bytes());
+        let mut records = Vec::with_capacity(room + room / 4);
         let mut deadlines = Vec::new();
         let mut sessions = Vec::new();
         let mut bytes = 0;
