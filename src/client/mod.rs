@@ -225,6 +225,54 @@ impl Client {
         }
     }
 
+    /// Run `ops` as a pipeline and return their outcomes in order: each through a session of
+    /// its own — this client for the first, then `sessions` (clones of this one are added as
+    /// needed; keep them for the next pipeline) — all handed to the primary before any is
+    /// waited for, so they are applied in the order given and their copies travel to the
+    /// backup together. The sessions first follow the newest view any of them holds, so all
+    /// send to one server; once one operation is not surely in order (see
+    /// [`Pending::in_flight`]) the ones after it wait their turn.
+    pub async fn pipeline(
+        &mut self,
+        sessions: &mut Vec<Client>,
+        ops: Vec<Op>,
+    ) -> Vec<Result<Option<Vec<u8>>, ClientError>> {
+        while sessions.len() + 1 < ops.len() {
+            sessions.push(self.session());
+        }
+        let sessions = &mut sessions[..ops.len().saturating_sub(1)];
+        for session in sessions.iter() {
+            self.router.follow(&session.router);
+        }
+        for session in sessions.iter_mut() {
+            session.router.follow(&self.router);
+            session.consistency = self.consistency;
+        }
+        let mut pending = Vec::with_capacity(ops.len());
+        let mut in_order = true;
+        for (i, op) in ops.into_iter().enumerate() {
+            let client = match i {
+                0 => &mut *self,
+                i => &mut sessions[i - 1],
+            };
+            let submitted = match in_order {
+                true => client.submit(op),
+                false => client.defer(op),
+            };
+            in_order &= submitted.in_flight();
+            pending.push(submitted);
+        }
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for (i, submitted) in pending.into_iter().enumerate() {
+            let client = match i {
+                0 => &mut *self,
+                i => &mut sessions[i - 1],
+            };
+            outcomes.push(client.finish(submitted).await);
+        }
+        outcomes
+    }
+
     /// The outcome of an operation [`Client::submit`] handed over: its reply once confirmed,
     /// with the same retries, at most once, as [`Client::execute`].
     pub async fn finish(&mut self, pending: Pending) -> Result<Option<Vec<u8>>, ClientError> {

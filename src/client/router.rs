@@ -127,20 +127,32 @@ pub enum Submission {
 pub enum Attempt {
     /// Handed to the kv server of this process.
     Local(Submission),
-    /// Queued on the framed connection to a server (at this address): it is written after
-    /// every request queued before it, and served in that order.
-    Remote(
-        String,
-        Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Send>>,
-    ),
+    /// Queued on the framed connection to a server: it is written after every request queued
+    /// before it, and served in that order.
+    Remote {
+        /// The server's address.
+        addr: String,
+        /// Its answer, once it comes.
+        reply: Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Send>>,
+        /// Whether the server had already taken in a request of this router's under the view
+        /// it was sent by (see [`Router::proven`]).
+        proven: bool,
+    },
 }
 
 impl Attempt {
     /// Whether a request sent after this one cannot overtake it: the local server took it in
-    /// (applied or answered it), or it is queued on a connection ahead of the next one. A
-    /// request the local server refused will be sent again later.
+    /// (applied or answered it), or it is queued on the connection to a server known to be
+    /// primary already. A request the local server refused will be sent again later; one
+    /// queued on a connection to a server not yet proven could be refused by it (it has not
+    /// learned it is primary yet) while the next one is taken (it learned in between).
     pub fn in_order(&self) -> bool {
-        !matches!(self, Attempt::Local(Submission::Answered(Reply::Err(_))))
+        match self {
+            Attempt::Local(submission) => {
+                !matches!(submission, Submission::Answered(Reply::Err(_)))
+            }
+            Attempt::Remote { proven, .. } => *proven,
+        }
     }
 
     /// The server's reply, or why none came.
@@ -148,7 +160,7 @@ impl Attempt {
         match self {
             Attempt::Local(Submission::Answered(reply)) => Ok(reply),
             Attempt::Local(Submission::Waiting(confirmed)) => Ok(confirmed.await),
-            Attempt::Remote(addr, reply) => {
+            Attempt::Remote { addr, reply, .. } => {
                 let bytes = reply.await?;
                 decode(&bytes).map_err(|err| RpcError::Malformed {
                     addr,
@@ -167,6 +179,13 @@ pub struct Router {
     monitors: MonitorClient,
     /// The cached view.
     view: Option<View>,
+    /// Whether the primary of the cached view has taken in a request of ours (answered it
+    /// other than by refusing it as not the primary) since it became the primary we send to.
+    /// Until then a server still learning that it is primary could refuse one request and
+    /// take in the next, so requests are not pipelined to it; once it has, it could refuse
+    /// a later one only after a view change demoted it, and take one after that only after
+    /// another made it primary again.
+    proven: bool,
     /// Timeouts and pacing.
     options: ClientOptions,
     /// How many times the view was read from the monitors (6.824 counts them).
@@ -218,6 +237,7 @@ impl Router {
             rpc,
             monitors,
             view: None,
+            proven: false,
             options,
             view_reads: 0,
             reached: false,
@@ -260,6 +280,10 @@ impl Router {
                  {:x} (other monitors, or monitors that lost their state): not following them",
                 reply.cluster, self.cluster
             )));
+        }
+        let primary = |view: &Option<View>| view.as_ref().and_then(|v| v.primary.clone());
+        if primary(&self.view) != reply.view.primary {
+            self.proven = false;
         }
         self.view = Some(reply.view);
         Ok(())
@@ -305,11 +329,35 @@ impl Router {
         })
     }
 
+    /// The address of the cached view's primary.
+    fn primary_addr(&self) -> Option<&str> {
+        let primary = self.view.as_ref()?.primary.as_ref()?;
+        Some(&primary.addr)
+    }
+
+    /// Follow `other`'s view if it is newer than ours (and what it knows of its primary if
+    /// it is the same one): so that the sessions of one pipeline all send to one server.
+    pub fn follow(&mut self, other: &Router) {
+        let num = |router: &Router| router.view.as_ref().map(|v| v.num);
+        match num(other).cmp(&num(self)) {
+            std::cmp::Ordering::Greater => {
+                self.view.clone_from(&other.view);
+                self.proven = other.proven;
+                if self.cluster == 0 {
+                    self.cluster = other.cluster;
+                }
+            }
+            std::cmp::Ordering::Equal => self.proven |= other.proven,
+            std::cmp::Ordering::Less => {}
+        }
+    }
+
     /// A router like this one (same monitors, options, RPC client and cached view): for
     /// another session of the same caller.
     pub fn sibling(&self) -> Router {
         Router {
             view: self.view.clone(),
+            proven: self.proven,
             reached: self.reached,
             cluster: self.cluster,
             local: self.local.clone(),
@@ -459,10 +507,11 @@ impl Router {
             Some(local) if local.addr() == addr => {
                 Attempt::Local(local.clone().submit(request.clone()))
             }
-            _ => Attempt::Remote(
-                addr.to_string(),
-                self.rpc.start(addr, REQUEST, encode(request), timeout),
-            ),
+            _ => Attempt::Remote {
+                addr: addr.to_string(),
+                reply: self.rpc.start(addr, REQUEST, encode(request), timeout),
+                proven: self.proven && self.primary_addr() == Some(addr),
+            },
         }
     }
 
@@ -521,10 +570,19 @@ impl Router {
                     attempts += 1;
                     let addr = match &attempt {
                         Attempt::Local(_) => self.local.as_ref().map_or("", |l| l.addr()),
-                        Attempt::Remote(addr, _) => addr,
+                        Attempt::Remote { addr, .. } => addr,
                     }
                     .to_string();
-                    match attempt.outcome().await {
+                    let outcome = attempt.outcome().await;
+                    let taken_in = match &outcome {
+                        Ok(Reply::Ok(_)) => true,
+                        Ok(Reply::Err(err)) => !matches!(err, KvError::WrongServer { .. }),
+                        Err(_) => false,
+                    };
+                    if taken_in && self.primary_addr() == Some(addr.as_str()) {
+                        self.proven = true;
+                    }
+                    match outcome {
                         Ok(Reply::Ok(value)) => return Ok(value),
                         Ok(Reply::Err(err)) if err.is_retryable() => {
                             // Maybe the view changed under us: read it again.
@@ -574,5 +632,48 @@ impl Router {
             previous = last;
             tokio::time::sleep(self.options.retry_interval).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::Member;
+
+    fn router(view: Option<(u64, &str)>, proven: bool) -> Router {
+        let rpc = RpcClient::new("router-test", None);
+        let monitors = MonitorClient::new(rpc.clone(), Vec::new(), Duration::from_secs(1));
+        let mut router = Router::new(rpc, monitors, ClientOptions::default());
+        router.view = view.map(|(num, addr)| View {
+            num,
+            primary: Some(Member {
+                id: addr.into(),
+                addr: addr.into(),
+                incarnation: 1,
+            }),
+            ..View::default()
+        });
+        router.proven = proven;
+        router
+    }
+
+    #[test]
+    fn a_router_follows_a_newer_view_with_what_is_known_of_its_primary() {
+        let mut behind = router(Some((3, "a")), true);
+        behind.follow(&router(Some((4, "b")), false));
+        assert_eq!(behind.primary_addr(), Some("b"));
+        assert!(!behind.proven, "b has taken nothing of ours in");
+
+        let mut none = router(None, false);
+        none.follow(&router(Some((4, "b")), true));
+        assert_eq!((none.primary_addr(), none.proven), (Some("b"), true));
+
+        let mut same = router(Some((4, "b")), false);
+        same.follow(&router(Some((4, "b")), true));
+        assert!(same.proven, "the same view, proven by a sibling");
+
+        let mut ahead = router(Some((5, "c")), false);
+        ahead.follow(&router(Some((4, "b")), true));
+        assert_eq!((ahead.primary_addr(), ahead.proven), (Some("c"), false));
     }
 }

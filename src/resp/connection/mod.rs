@@ -329,33 +329,11 @@ impl Connection {
             }
             return;
         }
-        let consistency = self.client.read_consistency();
-        while self.sessions.len() < run.len() - 1 {
-            // A clone shares the connection's view, so it can submit at once.
-            self.sessions.push(self.client.clone());
-        }
-        let mut pending = Vec::with_capacity(run.len());
-        let mut in_order = true;
-        for (i, Plan { op, shape }) in run.drain(..).enumerate() {
-            let client = match i {
-                0 => &mut self.client,
-                i => &mut self.sessions[i - 1],
-            };
-            client.set_read_consistency(consistency);
-            let submitted = if in_order {
-                client.submit(op)
-            } else {
-                client.defer(op)
-            };
-            in_order &= submitted.in_flight();
-            pending.push((submitted, shape));
-        }
-        for (i, (submitted, shape)) in pending.into_iter().enumerate() {
-            let client = match i {
-                0 => &mut self.client,
-                i => &mut self.sessions[i - 1],
-            };
-            let frame = shape.frame(client.finish(submitted).await);
+        let (ops, shapes): (Vec<_>, Vec<_>) =
+            run.drain(..).map(|plan| (plan.op, plan.shape)).unzip();
+        let outcomes = self.client.pipeline(&mut self.sessions, ops).await;
+        for (outcome, shape) in outcomes.into_iter().zip(shapes) {
+            let frame = shape.frame(outcome);
             out.push(self.answer(frame, false, false));
         }
     }
