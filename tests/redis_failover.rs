@@ -5,6 +5,8 @@
 //! checked for linearizability with `viewkv::check`, and every acknowledged write is read back
 //! from every live server. Both sides' errors are counted, and the figures the README quotes
 //! are printed as a table (`cargo test --release --test redis_failover -- --nocapture`).
+//! `VIEWKV_FAILOVER_KEYS=1000000` runs it at a million keys: the store is filled first, so the
+//! promoted backup's transfer to the idle server happens under load at that size.
 //!
 //! Randomized choices (which non-primary is the front door, the recorded calls) follow
 //! `viewkv::testkit::seed()`: printed, and replayed with `VIEWKV_SEED`.
@@ -47,8 +49,11 @@ const CLIENTS: u64 = 6;
 /// unanswered after this long is a hang; shorter than the test's waits, so a hang is reported
 /// as one.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-/// redis-benchmark's load, as the issue gives it (`-n` is sized by a calibration run).
-const BENCHMARK_ARGS: [&str; 8] = ["-t", "set,get", "-c", "50", "-d", "100", "-r", "100000"];
+/// redis-benchmark's load, as the issue gives it (`-n` is sized by a calibration run, `-r` by
+/// [`keyspace`]).
+const BENCHMARK_ARGS: [&str; 6] = ["-t", "set,get", "-c", "50", "-d", "100"];
+/// Keys redis-benchmark spreads its SETs over unless `VIEWKV_FAILOVER_KEYS` says otherwise.
+const DEFAULT_KEYS: u64 = 100_000;
 /// SETs of the calibration run, which measures this machine's rate through the front door.
 const CALIBRATION_REQUESTS: u64 = 2000;
 /// About how long each of the two benchmark tests should last at the calibrated rate; the kill
@@ -79,6 +84,10 @@ fn kill_9_of_the_primary_mid_redis_benchmark_loses_no_acknowledged_write() {
         front.0, front.1
     );
 
+    let keys = keyspace();
+    if keys > DEFAULT_KEYS {
+        fill(&up, port, keys);
+    }
     let requests = calibrate(&up, port);
     let recorder = Arc::new(Recorder::new());
     let mut benchmark = Benchmark::start(&up, port, requests, recorder.clone());
@@ -117,7 +126,18 @@ fn kill_9_of_the_primary_mid_redis_benchmark_loses_no_acknowledged_write() {
     let killed_at = recorder.now();
     println!("killed the primary {primary} (pid {})", up.pids[&primary]);
 
-    let outcome = benchmark.wait();
+    // Meanwhile, note when the view next has a backup holding the whole state: the promoted
+    // backup's transfer to the idle server, under the benchmark's load.
+    let (outcome, ready_again) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            poll_within(DEADLINE, || {
+                let (now_primary, _) = up.ready_roles()?;
+                (now_primary != primary).then(|| recorder.now())
+            })
+        });
+        let outcome = benchmark.wait();
+        (outcome, watcher.join().expect("the view watcher"))
+    });
     println!(
         "redis-benchmark exited with status {} {:?}",
         outcome.code, outcome.errors
@@ -178,6 +198,7 @@ fn kill_9_of_the_primary_mid_redis_benchmark_loses_no_acknowledged_write() {
         tallies: &tallies,
         ops: &ops,
         gap: longest_gap(&ops, stopped_at),
+        ready_again,
         verdict: report.verdict(),
         check_time,
         lost: lost.len(),
@@ -202,6 +223,10 @@ fn kill_9_of_the_primary_mid_redis_benchmark_loses_no_acknowledged_write() {
     assert!(
         first < killed_at && outcome.exited_at > killed_at,
         "redis-benchmark's run does not span the kill"
+    );
+    assert!(
+        ready_again.is_some(),
+        "no backup held the whole state within {DEADLINE:?} of the kill"
     );
     let hung: usize = tallies.iter().map(|t| t.hung.len()).sum();
     assert_eq!(hung, 0, "recorded calls unanswered for {REPLY_TIMEOUT:?}");
@@ -521,12 +546,46 @@ struct Benchmark {
     recorder: Arc<Recorder>,
 }
 
+/// `VIEWKV_FAILOVER_KEYS`, or [`DEFAULT_KEYS`].
+fn keyspace() -> u64 {
+    match std::env::var("VIEWKV_FAILOVER_KEYS") {
+        Ok(keys) => keys
+            .parse()
+            .unwrap_or_else(|_| panic!("VIEWKV_FAILOVER_KEYS={keys} is not a number of keys")),
+        Err(_) => DEFAULT_KEYS,
+    }
+}
+
 /// `redis-benchmark -p PORT -a SECRET` and the common arguments.
 fn benchmark_command(up: &Up, port: u16) -> Command {
     let mut command = Command::new("redis-benchmark");
     command.args(["-p", &port.to_string(), "-a", &up.secret]);
     command.args(BENCHMARK_ARGS);
+    command.args(["-r", &keyspace().to_string()]);
     command
+}
+
+/// Fill the store through `port` with about `keys` keys (three pipelined SETs per key, spread
+/// at random: 95% of the keyspace), and say how many there are.
+fn fill(up: &Up, port: u16, keys: u64) {
+    let started = Instant::now();
+    let out = benchmark_command(up, port)
+        .args(["-t", "set", "-P", "16", "-q", "-n", &(3 * keys).to_string()])
+        .output()
+        .expect("redis-benchmark runs");
+    assert!(
+        out.status.success(),
+        "filling the store: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, dbsize) = up.cli(port, &["DBSIZE"]);
+    assert_eq!(code, 0, "DBSIZE: {dbsize}");
+    println!(
+        "filled the store with {} keys in {:.1} s",
+        dbsize.trim(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// The benchmark's `-n`: about [`SECONDS_PER_TEST`] of SETs at the rate a short SET-only run
@@ -726,6 +785,8 @@ struct Measured<'a> {
     ops: &'a [Operation],
     /// The longest stretch without an acknowledged recorded call.
     gap: (u64, u64),
+    /// When the view next had a live primary and a backup holding the whole state.
+    ready_again: Option<u64>,
     /// The linearizability verdict on the recorded history.
     verdict: Verdict,
     /// How long the check took.
@@ -742,7 +803,7 @@ impl std::fmt::Display for Measured<'_> {
         writeln!(f, "| measure | value |\n|---|---|")?;
         writeln!(f, "| seed | {} |", self.seed)?;
         writeln!(f, "| clients go through | {} |", self.front)?;
-        let args = BENCHMARK_ARGS.join(" ");
+        let args = format!("{} -r {}", BENCHMARK_ARGS.join(" "), keyspace());
         let status = if b.code == 0 {
             "completed".to_string()
         } else {
@@ -786,6 +847,14 @@ impl std::fmt::Display for Measured<'_> {
                 "| recorded call unanswered for {REPLY_TIMEOUT:?} | {op}, made {:+.3} s around \
                  the kill |",
                 since_kill(op.invoke)
+            )?;
+        }
+        if let Some(at) = self.ready_again {
+            writeln!(
+                f,
+                "| a backup holds the whole state again (the idle server, after its transfer) | \
+                 {:+.2} s after the kill |",
+                since_kill(at)
             )?;
         }
         let (from, to) = self.gap;

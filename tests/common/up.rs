@@ -139,6 +139,15 @@ impl Up {
         (name("primary"), name("backup"))
     }
 
+    /// The view's (primary, backup) once its backup holds the whole state; `None` before.
+    pub fn ready_roles(&self) -> Option<(String, String)> {
+        let (_, out, _) = viewkv(&["view", "--json", "--config", &self.config]);
+        let doc: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let view = &doc["view"];
+        let name = |slot: &str| Some(view[slot].as_str()?.to_string());
+        (view["backup_ready"] == true).then_some((name("primary")?, name("backup")?))
+    }
+
     /// The Redis port of a server that is neither primary nor backup.
     pub fn idle_port(&self) -> u16 {
         let (primary, backup) = self.roles();
