@@ -1227,6 +1227,8 @@ async fn unknown_flags_and_bad_durations_are_clap_errors() {
         vec!["get", "k", "--timeout", "soon"],
         vec!["view", "--timeout", ""],
         vec!["get", "k", "--deadline", "99999999999999999999999s"],
+        vec!["--worker-threads", "0", "view"],
+        vec!["server", "--worker-threads", "many"],
     ];
     for command in &bad_durations {
         let args: Vec<OsString> = command.iter().chain(&nowhere).map(OsString::from).collect();

@@ -189,6 +189,19 @@ fn redis_cli_runs_the_string_commands_against_any_server() {
 fn redis_cli_reads_the_command_docs_and_the_connection_describes_itself() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let up = Up::start(dir.path());
+    // Six processes share the machine: `viewkv up` sizes each one's runtime to a share of it
+    // (unless TOKIO_WORKER_THREADS sizes them all).
+    let sized_by_env = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
+    for (server, pid) in up.pids.iter().filter(|_| !sized_by_env) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("a command line");
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == b"--worker-threads" && w[1] != b"0"),
+            "server {server} started without --worker-threads: {:?}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
     let (primary, backup) = up.roles();
     let port = up.idle_port();
     // COMMAND: the table of what is served.

@@ -14,6 +14,7 @@ mod server;
 mod up;
 mod view;
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -57,6 +58,18 @@ pub struct Cli {
     /// none: calls trust the public web roots].
     #[arg(long, global = true, env = "VIEWKV_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// Threads of this process's async runtime [default: `TOKIO_WORKER_THREADS`, else one per
+    /// core]. `viewkv up` gives each of its nodes a third of the cores (at least one) unless
+    /// `TOKIO_WORKER_THREADS` is set: six processes share the machine.
+    #[arg(long, global = true)]
+    worker_threads: Option<NonZeroUsize>,
+}
+
+impl Cli {
+    /// `--worker-threads`, if given.
+    pub fn worker_threads(&self) -> Option<usize> {
+        self.worker_threads.map(NonZeroUsize::get)
+    }
 }
 
 /// `--secret-file`, once parsed: commands read it through [`secret`].
