@@ -41,7 +41,8 @@ pub struct Pending {
 
 impl Pending {
     /// Whether the operation is on its way in order — taken in by the local server, or queued
-    /// on the connection to the primary — so the next one may be submitted behind it without
+    /// on the connection to a primary that has taken one of this client's requests in already
+    /// (see [`Attempt::in_order`]) — so the next one may be submitted behind it without
     /// overtaking it.
     pub fn in_flight(&self) -> bool {
         self.attempt.as_ref().is_some_and(Attempt::in_order)

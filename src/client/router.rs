@@ -135,7 +135,7 @@ pub enum Attempt {
         /// Its answer, once it comes.
         reply: Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Send>>,
         /// Whether the server had already taken in a request of this router's under the view
-        /// it was sent by (see [`Router::proven`]).
+        /// it was sent by (a router's `proven`).
         proven: bool,
     },
 }
