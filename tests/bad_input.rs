@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use viewkv::config::ClusterFile;
 use viewkv::kv::api::{
-    pack_record, Entry, Forward, KvError, Limits, Op, Reply, Request, Session, StreamReply,
+    pack_record, Entry, Forward, KvError, Limits, Op, Reply, Request, Sent, Session, StreamReply,
     TransferChunk, FORWARD, REQUEST, TRANSFER,
 };
 use viewkv::monitor::api::{PingReply, ViewReply, PING, VIEW};
@@ -406,6 +406,11 @@ proptest! {
     }
 
     #[test]
+    fn sent_encodings(view in any::<u64>(), v in request(), cut in any::<Index>(), f in flips(), e in extra()) {
+        check_encoding(&Sent { view, request: v }, cut, &f, &e)?;
+    }
+
+    #[test]
     fn reply_encodings(v in reply(), cut in any::<Index>(), f in flips(), e in extra()) {
         check_encoding(&v, cut, &f, &e)?;
     }
@@ -715,7 +720,7 @@ fn valid_body(path: &str) -> Option<Vec<u8>> {
         }),
         RAFT_APPEND => encode(&append_request("127.0.0.1:9")),
         RAFT_SNAPSHOT => encode(&snapshot_request("snapshot-1")),
-        REQUEST => encode(&request),
+        REQUEST => encode(&Sent { view: 1, request }),
         FORWARD => encode(&Forward {
             view: 1,
             primary: member,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use viewkv::client::ClientError;
 use viewkv::kv::api::{
-    Entry, Forward, KvError, Op, Reply, Request, StreamReply, TransferChunk, FORWARD, REQUEST,
-    TRANSFER,
+    Entry, Forward, KvError, Op, Reply, Request, Sent, StreamReply, TransferChunk, FORWARD,
+    REQUEST, TRANSFER,
 };
 use viewkv::kv::Limits;
 use viewkv::net::{encode, RpcClient, RpcError};
@@ -56,13 +56,16 @@ async fn malformed_requests_get_a_4xx_and_the_server_keeps_serving() {
     let view = cluster.wait_view("a ready backup", DEADLINE, ready).await;
     let primary = view.primary.expect("a primary").addr;
     let rpc = RpcClient::new("fuzzer", None);
-    let valid = encode(&Request {
-        client: 1,
-        seq: 1,
-        deadline_ms: far(),
-        op: Op::Put {
-            key: b"k".to_vec(),
-            value: b"v".to_vec(),
+    let valid = encode(&Sent {
+        view: view.num,
+        request: Request {
+            client: 1,
+            seq: 1,
+            deadline_ms: far(),
+            op: Op::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
         },
     });
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use viewkv::client::{ClientError, ClientOptions};
-use viewkv::kv::api::{KvError, Op, Reply, Request, REQUEST};
+use viewkv::kv::api::{KvError, Op, Reply, Request, Sent, REQUEST};
 use viewkv::kv::{wall_ms, Limits};
 use viewkv::net::RpcClient;
 use viewkv::testkit::{self, load_key, wait_for, Cluster, ClusterOptions};
@@ -28,8 +28,12 @@ async fn cluster(options: impl FnOnce(&mut ClusterOptions)) -> Cluster {
 /// One raw request, as a client that retries by hand.
 async fn raw(addr: &str, request: &Request) -> Reply {
     let rpc = RpcClient::new("raw-client", None);
+    let sent = Sent {
+        view: 0,
+        request: request.clone(),
+    };
     match rpc
-        .call(addr, REQUEST, request, Duration::from_secs(10))
+        .call(addr, REQUEST, &sent, Duration::from_secs(10))
         .await
     {
         Ok(reply) => reply,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use viewkv::client::{LocalServer, ReadConsistency, Submission};
-use viewkv::kv::api::{KvError, Op, Reply, Request};
+use viewkv::kv::api::{KvError, Op, Reply, Sent};
 use viewkv::testkit::{self, Cluster, ClusterOptions};
 
 /// A stand-in that answers every request itself, counting them.
@@ -25,7 +25,7 @@ impl LocalServer for Stub {
         &self.addr
     }
 
-    fn submit(self: Arc<Self>, _request: Request) -> Submission {
+    fn submit(self: Arc<Self>, _sent: Sent) -> Submission {
         self.served.fetch_add(1, Ordering::SeqCst);
         Submission::Answered(Reply::Ok(Some(b"from the local server".to_vec())))
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use viewkv::client::{Client, ClientOptions};
-use viewkv::kv::api::{KvError, Op, Reply, Request, REQUEST};
+use viewkv::kv::api::{KvError, Op, Reply, Request, Sent, REQUEST};
 use viewkv::monitor::api::{ViewReply, VIEW};
 use viewkv::net::{
     bad_request, bincode_reply, decode, encode, serve, Answering, CallOutcome, Handler,
@@ -96,8 +96,8 @@ impl Handler for Stub {
     fn call(self: Arc<Self>, path: &str, body: Bytes) -> Answering {
         let answer = match path {
             VIEW => return Box::pin(std::future::ready(CallOutcome::ok(encode(&self.view())))),
-            REQUEST => match decode::<Request>(&body) {
-                Ok(request) => encode(&self.take(&request)),
+            REQUEST => match decode::<Sent>(&body) {
+                Ok(sent) => encode(&self.take(&sent.request)),
                 Err(err) => return Box::pin(CallOutcome::of(bad_request(err))),
             },
             _ => return Box::pin(CallOutcome::of(bad_request("no such call"))),

@@ -257,7 +257,7 @@ fn signal(pid: u32, signal: &str) {
 
 #[test]
 fn a_primary_frozen_past_the_session_ttl_never_applies_a_queued_retry_twice() {
-    use viewkv::kv::api::{Op, Reply, Request, REQUEST};
+    use viewkv::kv::api::{Op, Reply, Request, Sent, REQUEST};
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (_monitors, monitors_arg) = start_monitors(dir.path());
     // One server that acknowledges alone, so the monitors keep it primary while it is frozen
@@ -275,7 +275,8 @@ fn a_primary_frozen_past_the_session_ttl_never_applies_a_queued_retry_twice() {
         let rpc = rpc.clone();
         let addr = server_addr.clone();
         async move {
-            rpc.call::<Request, Reply>(&addr, REQUEST, &request, Duration::from_secs(60))
+            let sent = Sent { view: 0, request };
+            rpc.call::<Sent, Reply>(&addr, REQUEST, &sent, Duration::from_secs(60))
                 .await
         }
     };

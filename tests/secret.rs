@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use viewkv::client::ClientError;
-use viewkv::kv::api::{Op, Request, DUMP, FORWARD, REQUEST, TRANSFER};
+use viewkv::kv::api::{Op, Request, Sent, DUMP, FORWARD, REQUEST, TRANSFER};
 use viewkv::monitor::api::{PING, RECOVER, VIEW};
 use viewkv::monitor::membership::{CHANGE_MEMBERS, MEMBERS};
 use viewkv::net::{RpcClient, RpcError, Secret};
@@ -42,7 +42,10 @@ async fn without_the_secret_every_rpc_is_refused_and_nothing_changes() {
             value: b"by an intruder".to_vec(),
         },
     };
-    let body = viewkv::net::encode(&put);
+    let body = viewkv::net::encode(&Sent {
+        view: 0,
+        request: put,
+    });
     // The HTTP API's append is a POST that would change `k`.
     let api = ["/v1/kv/k/append", "/v1/kv", "/v1/openapi.json"];
     for path in [REQUEST, FORWARD, TRANSFER, DUMP].into_iter().chain(api) {

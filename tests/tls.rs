@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use viewkv::kv::api::{Op, Request, REQUEST};
+use viewkv::kv::api::{Op, Request, Sent, REQUEST};
 use viewkv::monitor::api::VIEW;
 use viewkv::net::{RpcClient, RpcError, Secret, Tls, TlsError, TlsFiles};
 use viewkv::testkit::{self, Cluster, ClusterOptions, TestCa};
@@ -51,7 +51,11 @@ async fn put_intruder(rpc: &RpcClient, addr: &str) -> Result<Vec<u8>, RpcError> 
             value: b"intruder".to_vec(),
         },
     };
-    rpc.call_raw(addr, REQUEST, viewkv::net::encode(&put), DEADLINE)
+    let sent = Sent {
+        view: 0,
+        request: put,
+    };
+    rpc.call_raw(addr, REQUEST, viewkv::net::encode(&sent), DEADLINE)
         .await
 }
 

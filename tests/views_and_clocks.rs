@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use rand::Rng;
-use viewkv::kv::api::{Entry, Forward, KvError, Op, Reply, Request, StreamReply, FORWARD, REQUEST};
+use viewkv::kv::api::{
+    Entry, Forward, KvError, Op, Reply, Request, Sent, StreamReply, FORWARD, REQUEST,
+};
 use viewkv::kv::{Limits, Store};
 use viewkv::monitor::api::{PingReply, PING};
 use viewkv::net::RpcClient;
@@ -434,8 +436,9 @@ async fn a_request_to_a_server_that_is_not_primary_gets_wrong_server() {
     let client: u64 = rand::thread_rng().gen();
     for (role, addr) in [("backup", &backup), ("idle", &idle)] {
         let request = put(client, b"sent-to-the-wrong-server", role.as_bytes());
+        let sent = Sent { view: 0, request };
         let reply: Reply = rpc
-            .call(addr, REQUEST, &request, Duration::from_secs(5))
+            .call(addr, REQUEST, &sent, Duration::from_secs(5))
             .await
             .expect("an answer");
         assert!(

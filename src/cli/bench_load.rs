@@ -25,7 +25,7 @@ use redis_protocol::resp2::encode::extend_encode;
 use redis_protocol::resp2::types::BytesFrame;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use viewkv::kv::api::{Op, Reply, Request, REQUEST};
+use viewkv::kv::api::{Op, Reply, Request, Sent, REQUEST};
 use viewkv::net::{bad_request, bincode_reply, decode, encode, Handler, HttpRequest, HttpResponse};
 use viewkv::net::{through_http, Answering, CallOutcome, RpcClient, ServeLimits};
 use viewkv::Client;
@@ -110,7 +110,7 @@ struct Echo;
 
 impl Handler for Echo {
     async fn handle(&self, request: HttpRequest) -> HttpResponse {
-        match decode::<Request>(request.body()) {
+        match decode::<Sent>(request.body()) {
             Ok(_) => bincode_reply(&Reply::Ok(None)),
             Err(err) => bad_request(err),
         }
@@ -120,7 +120,7 @@ impl Handler for Echo {
         if path != REQUEST {
             return through_http(self, path, body);
         }
-        let outcome = match decode::<Request>(&body) {
+        let outcome = match decode::<Sent>(&body) {
             Ok(_) => CallOutcome::ok(encode(&Reply::Ok(None))),
             Err(err) => CallOutcome {
                 status: 400,
@@ -337,7 +337,8 @@ async fn one_client(
                                 value: value.clone(),
                             },
                         };
-                        rpc.start(addr, REQUEST, encode(&request), Duration::from_secs(10))
+                        let echoed = Sent { view: 0, request };
+                        rpc.start(addr, REQUEST, encode(&echoed), Duration::from_secs(10))
                     })
                     .collect();
                 let mut ok = true;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::kv::api::{KvError, Op, Reply, Request, READ, REQUEST};
+use crate::kv::api::{KvError, Op, Reply, Request, Sent, READ, REQUEST};
 use crate::monitor::{MonitorClient, MonitorUnavailable};
 use crate::net::{decode, encode, RpcClient, RpcError};
 use crate::view::{ClusterId, Member, View};
@@ -107,10 +107,10 @@ pub enum ClientError {
 pub trait LocalServer: Send + Sync {
     /// The address views name it by.
     fn addr(&self) -> &str;
-    /// Serve `request` as if it had arrived over the network. The server takes it in (applies
+    /// Serve `sent` as if it had arrived over the network. The server takes it in (applies
     /// it, or refuses it) before this returns, so requests submitted one after another are
     /// applied in that order; what is left to wait for is its confirmation.
-    fn submit(self: Arc<Self>, request: Request) -> Submission;
+    fn submit(self: Arc<Self>, sent: Sent) -> Submission;
     /// Answer the read `op` from this server's own state, as a stale read.
     fn read_stale(&self, op: &Op) -> Reply;
 }
@@ -503,13 +503,17 @@ impl Router {
 
     /// One attempt of `request` at the server at `addr`, started now.
     fn attempt(&self, addr: &str, request: &Request, timeout: Duration) -> Attempt {
+        let view = self.view.as_ref().map_or(0, |v| v.num);
         match &self.local {
-            Some(local) if local.addr() == addr => {
-                Attempt::Local(local.clone().submit(request.clone()))
-            }
+            Some(local) if local.addr() == addr => Attempt::Local(local.clone().submit(Sent {
+                view,
+                request: request.clone(),
+            })),
             _ => Attempt::Remote {
                 addr: addr.to_string(),
-                reply: self.rpc.start(addr, REQUEST, encode(request), timeout),
+                reply: self
+                    .rpc
+                    .start(addr, REQUEST, encode(&Sent { view, request }), timeout),
                 proven: self.proven && self.primary_addr() == Some(addr),
             },
         }

@@ -483,6 +483,20 @@ pub struct Request {
     pub op: Op,
 }
 
+/// A [`Request`] as a client sends it to a primary: with the view it was sent in. A primary
+/// refuses a request sent in a view older than the one that made it primary (after its last
+/// time as something else): the client cannot have known its requests would go to a server
+/// that refused some of them meanwhile, so a refused request cannot be overtaken by one sent
+/// with it (see docs/ARCHITECTURE.md, the client library).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent<R = Request> {
+    /// The number of the view whose primary the client sent it to; 0 if it knew none (no
+    /// check).
+    pub view: u64,
+    /// The request.
+    pub request: R,
+}
+
 /// Why an operation was not performed (or, for [`KvError::Unavailable`], not confirmed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum KvError {

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::api::{DumpReply, DumpRequest, DUMP, TRANSFER};
 use super::api::{
-    Forward, KvError, Op, Reply, Request, TransferChunk, FORWARD, READ, REQUEST, STATUS,
+    Forward, KvError, Op, Reply, Sent, TransferChunk, FORWARD, READ, REQUEST, STATUS,
 };
 use super::confirmations::Confirmations;
 use super::dumps::Dumps;
@@ -167,8 +167,8 @@ impl KvServer {
     }
 
     /// Serve a client request: apply it here, then wait until enough servers hold it.
-    pub async fn execute(&self, request: Request) -> Reply {
-        match self.take(request) {
+    pub async fn execute(&self, sent: Sent) -> Reply {
+        match self.take(sent) {
             Ok(reply) => reply,
             Err(waiting) => self.settle(waiting).await,
         }
@@ -177,8 +177,8 @@ impl KvServer {
     /// Apply a client request here now (or refuse it), and return what is left: its reply, or
     /// the wait until enough servers hold it. Requests submitted one after another are applied
     /// in that order, which is what lets a connection pipeline them.
-    pub fn submit(self: &Arc<Self>, request: Request) -> Submission {
-        match self.take(request) {
+    pub fn submit(self: &Arc<Self>, sent: Sent) -> Submission {
+        match self.take(sent) {
             Ok(reply) => Submission::Answered(reply),
             Err(waiting) => {
                 let server = self.clone();
@@ -188,8 +188,10 @@ impl KvServer {
     }
 
     /// Hand `request` to the replica: its reply now, or what to wait for.
-    fn take(&self, request: Request) -> Result<Reply, Waiting> {
-        let submitted = self.with_replica(|r| r.on_request(request, Instant::now(), wall_ms()));
+    fn take(&self, sent: Sent) -> Result<Reply, Waiting> {
+        let Sent { view, request } = sent;
+        let submitted =
+            self.with_replica(|r| r.on_request(request, view, Instant::now(), wall_ms()));
         match submitted {
             Submit::Reply(reply) => Ok(reply),
             Submit::Wait {
@@ -311,8 +313,8 @@ impl crate::client::LocalServer for KvServer {
         &self.config.addr
     }
 
-    fn submit(self: Arc<Self>, request: Request) -> Submission {
-        KvServer::submit(&self, request)
+    fn submit(self: Arc<Self>, sent: Sent) -> Submission {
+        KvServer::submit(&self, sent)
     }
 
     fn read_stale(&self, op: &Op) -> Reply {
@@ -328,8 +330,8 @@ impl KvServer {
         let now =
             |reply: Vec<u8>| -> Answering { Box::pin(std::future::ready(CallOutcome::ok(reply))) };
         match path {
-            REQUEST => match decode::<Request>(&body) {
-                Ok(request) => match self.submit(request) {
+            REQUEST => match decode::<Sent>(&body) {
+                Ok(sent) => match self.submit(sent) {
                     Submission::Answered(reply) => now(encode(&reply)),
                     Submission::Waiting(confirmed) => {
                         Box::pin(async move { CallOutcome::ok(encode(&confirmed.await)) })
@@ -377,8 +379,8 @@ impl Handler for KvServer {
     async fn handle(&self, request: HttpRequest) -> HttpResponse {
         let path = request.uri().path().to_string();
         match path.as_str() {
-            REQUEST => match decode::<Request>(request.body()) {
-                Ok(req) => bincode_reply(&self.execute(req).await),
+            REQUEST => match decode::<Sent>(request.body()) {
+                Ok(sent) => bincode_reply(&self.execute(sent).await),
                 Err(err) => bad_request(err),
             },
             READ => match decode::<Op>(request.body()) {

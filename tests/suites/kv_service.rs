@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use viewkv::client::ClientError;
-use viewkv::kv::api::{KvError, Op, Reply, Request, REQUEST};
+use viewkv::kv::api::{KvError, Op, Reply, Request, Sent, REQUEST};
 use viewkv::kv::fnv1a32;
 use viewkv::testkit::{self, wait_for, Cluster, ClusterOptions};
 use viewkv::view::View;
@@ -449,8 +449,9 @@ async fn raw(cluster: &Cluster, addr: &str, op: Op) -> Result<Reply, viewkv::net
         deadline_ms: viewkv::kv::wall_ms() + 30_000,
         op,
     };
-    rpc.call(addr, REQUEST, &request, Duration::from_secs(5))
-        .await
+    // Unstamped (view 0): the server's own role decides.
+    let sent = Sent { view: 0, request };
+    rpc.call(addr, REQUEST, &sent, Duration::from_secs(5)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

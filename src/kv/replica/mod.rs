@@ -94,6 +94,9 @@ pub struct PrimaryRole {
     fenced: bool,
     /// The service clock that time-stamps entries.
     clock: ServiceClock,
+    /// The first view of this time as primary (views after it kept us primary): requests sent
+    /// in an older view are refused (see `on_request`).
+    since: u64,
     /// Since when replication has had a message outstanding or failing without any accepted
     /// reply: the backup is reported failed once that lasts `dead_pings` intervals. Progress
     /// (any chunk or batch accepted) clears it, so a long transfer is never a failure.
@@ -306,12 +309,15 @@ impl Replica {
                 // Nothing we applied before is awaited by a client of ours.
                 self.progress.confirmed = self.index;
             }
-            let clock = match &self.role {
-                Role::Primary(p) => p.clock,
-                _ => ServiceClock {
-                    since: now,
-                    base_ms: self.store.clock_ms(),
-                },
+            let (clock, since) = match &self.role {
+                Role::Primary(p) => (p.clock, p.since),
+                _ => {
+                    let clock = ServiceClock {
+                        since: now,
+                        base_ms: self.store.clock_ms(),
+                    };
+                    (clock, view.num)
+                }
             };
             self.role = Role::Primary(PrimaryRole {
                 unconfirmed: Unconfirmed::default(),
@@ -319,6 +325,7 @@ impl Replica {
                 backup_applied: 0,
                 fenced: false,
                 clock,
+                since,
                 stalled_since: None,
                 lease_until: None,
             });

@@ -62,9 +62,15 @@ impl Replica {
         }
     }
 
-    /// Serve a client request at `now` (monotonic) and `wall_ms` (the wall clock, for the
-    /// client's deadline).
-    pub fn on_request(&mut self, request: Request, now: Instant, wall_ms: u64) -> Submit {
+    /// Serve a client request, sent in view `sent_in`, at `now` (monotonic) and `wall_ms` (the
+    /// wall clock, for the client's deadline).
+    pub fn on_request(
+        &mut self,
+        request: Request,
+        sent_in: u64,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Submit {
         let view = self.view.num;
         let holds_state = self.holds_state;
         let ttl_ms = self.store.limits().session_ttl.as_millis() as u64;
@@ -72,6 +78,11 @@ impl Replica {
             return Submit::Reply(Reply::Err(KvError::WrongServer { view }));
         };
         if !holds_state || p.fenced {
+            return Submit::Reply(Reply::Err(KvError::WrongServer { view }));
+        }
+        if sent_in != 0 && sent_in < p.since {
+            // Sent to us as primary of a view before we last became primary: between the two
+            // we were not, and may have refused a request sent with this one.
             return Submit::Reply(Reply::Err(KvError::WrongServer { view }));
         }
         if wall_ms > request.deadline_ms {

@@ -90,7 +90,7 @@ impl Pair {
     }
 
     fn write(&mut self, request: Request) -> Submit {
-        self.p.on_request(request, self.now, T0_WALL)
+        self.p.on_request(request, 0, self.now, T0_WALL)
     }
 
     /// Run a whole transfer, chunk by chunk.
@@ -139,13 +139,13 @@ fn the_first_primary_holds_an_empty_state_and_a_later_one_without_state_refuses(
     let mut first = Replica::new(a.clone(), settings(1));
     first.on_view(view(1, &a, None), Instant::now());
     assert!(matches!(
-        first.on_request(put(1, 1, "k", "v"), Instant::now(), T0_WALL),
+        first.on_request(put(1, 1, "k", "v"), 0, Instant::now(), T0_WALL),
         Submit::Wait { .. }
     ));
     let mut late = Replica::new(a.clone(), settings(1));
     late.on_view(view(5, &a, None), Instant::now());
     assert_eq!(
-        late.on_request(put(1, 1, "k", "v"), Instant::now(), T0_WALL),
+        late.on_request(put(1, 1, "k", "v"), 0, Instant::now(), T0_WALL),
         Submit::Reply(Reply::Err(KvError::WrongServer { view: 5 }))
     );
 }
@@ -160,7 +160,7 @@ fn with_min_copies_2_a_primary_without_a_backup_refuses_writes_unapplied() {
         min_copies: 2,
     }));
     assert_eq!(
-        lone.on_request(put(1, 1, "k", "v"), Instant::now(), T0_WALL),
+        lone.on_request(put(1, 1, "k", "v"), 0, Instant::now(), T0_WALL),
         refused
     );
     assert!(KvError::NoReplicas {
@@ -179,12 +179,12 @@ fn with_min_copies_2_a_primary_without_a_backup_refuses_writes_unapplied() {
     );
     // Reads still work: no other server can be primary.
     assert_eq!(
-        lone.on_request(get("k"), Instant::now(), T0_WALL),
+        lone.on_request(get("k"), 0, Instant::now(), T0_WALL),
         Submit::Reply(Reply::Ok(None))
     );
     let mut one = Replica::new(a.clone(), settings(1));
     one.on_view(view(1, &a, None), Instant::now());
-    one.on_request(put(1, 1, "k", "v"), Instant::now(), T0_WALL);
+    one.on_request(put(1, 1, "k", "v"), 0, Instant::now(), T0_WALL);
     assert_eq!(
         one.progress().confirmed,
         1,
@@ -584,15 +584,58 @@ fn a_promoted_backup_serves_from_the_transferred_state() {
     let b = pair.b.me().clone();
     pair.b.on_view(view(3, &b, None), pair.now);
     assert_eq!(
-        reply_of(pair.b.on_request(get("k"), pair.now, T0_WALL)),
+        reply_of(pair.b.on_request(get("k"), 0, pair.now, T0_WALL)),
         Reply::Ok(Some(b"v".to_vec()))
     );
     // The retry of a write the old primary applied gets the saved reply, not a second apply.
     assert_eq!(
-        reply_of(pair.b.on_request(put(1, 1, "k", "v"), pair.now, T0_WALL)),
+        reply_of(pair.b.on_request(put(1, 1, "k", "v"), 0, pair.now, T0_WALL)),
         Reply::Ok(None)
     );
     assert_eq!(pair.b.index(), 2);
+}
+
+#[test]
+fn a_request_sent_in_a_view_before_the_primary_last_became_primary_is_refused() {
+    let mut pair = Pair::new(1);
+    pair.transfer();
+    // The primary since view 1 takes requests sent in view 1 or 2 (or unstamped).
+    for sent_in in [0, 1, 2] {
+        let put = put(1, 1 + sent_in, "k", "v");
+        let submitted = pair.p.on_request(put, sent_in, pair.now, T0_WALL);
+        assert!(
+            matches!(submitted, Submit::Wait { .. }),
+            "sent in {sent_in}: {submitted:?}"
+        );
+    }
+    pair.pump();
+    // The backup, made primary in view 3 and kept primary in view 4, refuses what was sent
+    // to it as primary of view 2 or before: it was not then, and may have refused a request
+    // sent with it.
+    let b = pair.b.me().clone();
+    pair.b.on_view(view(3, &b, None), pair.now);
+    pair.b.on_view(view(4, &b, None), pair.now);
+    for sent_in in [1, 2] {
+        assert_eq!(
+            reply_of(
+                pair.b
+                    .on_request(put(2, 1, "k", "w"), sent_in, pair.now, T0_WALL)
+            ),
+            Reply::Err(KvError::WrongServer { view: 4 }),
+            "sent in {sent_in}"
+        );
+    }
+    for (seq, sent_in) in [(1, 3), (2, 4), (3, 5), (4, 0)] {
+        let submitted = pair
+            .b
+            .on_request(put(2, seq, "k", "w"), sent_in, pair.now, T0_WALL);
+        assert_eq!(reply_of(submitted), Reply::Ok(None), "sent in {sent_in}");
+    }
+    assert_eq!(
+        pair.b.index(),
+        3 + 4,
+        "the refused requests were not applied"
+    );
 }
 
 #[test]
@@ -649,7 +692,7 @@ fn a_recovered_view_keeps_the_state_a_server_holds_or_starts_one_empty() {
     recovered.recovered = true;
     recovered.acked = false;
     pair.b.on_view(recovered, pair.now);
-    let read = reply_of(pair.b.on_request(get("k"), pair.now, T0_WALL));
+    let read = reply_of(pair.b.on_request(get("k"), 0, pair.now, T0_WALL));
     assert_eq!(read, Reply::Ok(Some(b"v".to_vec())));
     // An idle server made primary by a recovery starts the service empty and serves.
     let mut idle = Replica::new(member("i", 5), settings(1));
@@ -657,12 +700,12 @@ fn a_recovered_view_keeps_the_state_a_server_holds_or_starts_one_empty() {
     let mut empty = view(3, &member("i", 5), None);
     empty.recovered = true;
     idle.on_view(empty, pair.now);
-    let read = reply_of(idle.on_request(get("k"), pair.now, T0_WALL));
+    let read = reply_of(idle.on_request(get("k"), 0, pair.now, T0_WALL));
     assert_eq!(read, Reply::Ok(None));
     // Without the recovery mark, a server holding no state never serves as primary.
     let mut stranger = Replica::new(member("x", 6), settings(1));
     stranger.on_view(view(3, &member("x", 6), None), pair.now);
-    let refused = reply_of(stranger.on_request(get("k"), pair.now, T0_WALL));
+    let refused = reply_of(stranger.on_request(get("k"), 0, pair.now, T0_WALL));
     assert!(
         matches!(refused, Reply::Err(KvError::WrongServer { .. })),
         "{refused:?}"
@@ -683,7 +726,7 @@ fn synced_pair(settings_read_lease: bool) -> Pair {
 }
 
 fn get_at(replica: &mut Replica, at: Instant) -> Submit {
-    replica.on_request(get("k"), at, T0_WALL)
+    replica.on_request(get("k"), 0, at, T0_WALL)
 }
 
 #[test]
