@@ -281,8 +281,7 @@ impl Router {
                 reply.cluster, self.cluster
             )));
         }
-        let primary = |view: &Option<View>| view.as_ref().and_then(|v| v.primary.clone());
-        if primary(&self.view) != reply.view.primary {
+        if self.view.as_ref().and_then(|v| v.primary.as_ref()) != reply.view.primary.as_ref() {
             self.proven = false;
         }
         self.view = Some(reply.view);

@@ -131,21 +131,27 @@ impl Up {
         out
     }
 
-    /// The view's (primary, backup) server addresses.
-    pub fn roles(&self) -> (String, String) {
-        let (_, out, _) = viewkv(&["view", "--json", "--config", &self.config]);
-        let doc: serde_json::Value = serde_json::from_str(&out).expect("the view as JSON");
-        let name = |slot: &str| doc["view"][slot].as_str().expect("a server").to_string();
-        (name("primary"), name("backup"))
-    }
-
-    /// The view's (primary, backup) once its backup holds the whole state; `None` before.
-    pub fn ready_roles(&self) -> Option<(String, String)> {
+    /// `viewkv view --json`'s view, and whether it has a primary and a backup (by address)
+    /// with the backup holding the whole state; `None` if the command gave no JSON.
+    fn view(&self) -> Option<(Option<(String, String)>, bool)> {
         let (_, out, _) = viewkv(&["view", "--json", "--config", &self.config]);
         let doc: serde_json::Value = serde_json::from_str(&out).ok()?;
         let view = &doc["view"];
         let name = |slot: &str| Some(view[slot].as_str()?.to_string());
-        (view["backup_ready"] == true).then_some((name("primary")?, name("backup")?))
+        let roles = name("primary").zip(name("backup"));
+        Some((roles, view["backup_ready"] == true))
+    }
+
+    /// The view's (primary, backup) server addresses.
+    pub fn roles(&self) -> (String, String) {
+        let (roles, _) = self.view().expect("the view as JSON");
+        roles.expect("a primary and a backup")
+    }
+
+    /// The view's (primary, backup) once its backup holds the whole state; `None` before.
+    pub fn ready_roles(&self) -> Option<(String, String)> {
+        let (roles, ready) = self.view()?;
+        roles.filter(|_| ready)
     }
 
     /// The Redis port of a server that is neither primary nor backup.
