@@ -717,4 +717,27 @@ fn viewkv_bench_load_runs_against_the_cluster_the_redis_port_and_an_echo() {
     assert_eq!(doc["errors"], 0, "{doc}");
     assert_eq!(doc["pipeline"], 4, "{doc}");
     assert!(doc["ops"].as_u64().is_some_and(|n| n > 0), "{doc}");
+    // The load generator shares the machine with the cluster it loads: it takes a node's share
+    // of the cores unless told otherwise.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let default = match std::env::var("TOKIO_WORKER_THREADS") {
+        Ok(threads) => threads.parse().expect("TOKIO_WORKER_THREADS is a number"),
+        Err(_) => (cores / 3).max(1),
+    };
+    assert_eq!(doc["worker_threads"], default, "{doc}");
+    let (code, out, err) = viewkv(&[
+        "--worker-threads",
+        "3",
+        "bench",
+        "load",
+        "--echo",
+        "--duration",
+        "1s",
+        "--clients",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(doc["worker_threads"], 3, "{doc}");
 }

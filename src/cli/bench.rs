@@ -26,6 +26,13 @@ pub struct Args {
     bench: Bench,
 }
 
+impl Args {
+    /// Whether this is `bench load`, the load generator.
+    pub fn generates_load(&self) -> bool {
+        matches!(self.bench, Bench::Load(_))
+    }
+}
+
 #[derive(clap::Subcommand, Debug)]
 enum Bench {
     /// Run a mix of reads and writes for a while; throughput and latency percentiles.

@@ -212,8 +212,11 @@ pub async fn echo_server() -> anyhow::Result<ExitCode> {
 /// child is killed when the handle is dropped, and exits by itself if this process dies.
 async fn spawn_echo() -> anyhow::Result<(tokio::process::Child, String)> {
     let exe = std::env::current_exe().context("cannot find the viewkv executable")?;
-    let mut child = tokio::process::Command::new(exe)
-        .args(["bench", "echo-server"])
+    let mut command = tokio::process::Command::new(exe);
+    command.args(["bench", "echo-server"]);
+    // The echo stands in for a kv server: it gets the threads `viewkv up` gives one.
+    super::children::size_as_node(command.as_std_mut());
+    let mut child = command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -259,6 +262,7 @@ fn report(args: &Args, latency: &Histogram<u64>, errors: u64, elapsed: f64) {
         "write_ratio": args.write_ratio,
         "value_size": args.value_size,
         "seconds": elapsed,
+        "worker_threads": tokio::runtime::Handle::current().metrics().num_workers(),
         "ops": ops,
         "ops_per_sec": ops as f64 / elapsed,
         "p50_us": at(0.50),
@@ -273,11 +277,12 @@ fn report(args: &Args, latency: &Histogram<u64>, errors: u64, elapsed: f64) {
         return;
     }
     println!(
-        "{target}: {:.0} ops/s ({ops} in {elapsed:.1} s, {} clients, {:.0}% writes, {} errors)",
+        "{target}: {:.0} ops/s ({ops} in {elapsed:.1} s, {} clients, {:.0}% writes, {} errors, {} threads)",
         ops as f64 / elapsed,
         args.clients,
         args.write_ratio * 100.0,
-        errors
+        errors,
+        doc["worker_threads"],
     );
     println!(
         "latency µs: p50 {} p90 {} p99 {} p99.9 {} max {}",

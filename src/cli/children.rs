@@ -31,9 +31,7 @@ impl Proc {
         let mut command = Command::new(exe);
         die_with_parent(&mut command);
         command.args(args);
-        if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-            command.args(["--worker-threads", &node_threads().to_string()]);
-        }
+        size_as_node(&mut command);
         let child = command
             .env_remove("VIEWKV_SECRET_FILE")
             .env_remove("VIEWKV_TLS_CERT")
@@ -79,9 +77,17 @@ impl Drop for Proc {
 /// the clients' front door); sized to every core each, they woke threads on cores another
 /// process was using. On two cores, one thread each cut the p99 of `bench load --clients 32`
 /// by about a tenth and raised its throughput (README, performance).
-fn node_threads() -> usize {
+pub fn node_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     (cores / 3).max(1)
+}
+
+/// Give the child `viewkv` of `command` a node's share of the cores ([`node_threads`]) unless
+/// `TOKIO_WORKER_THREADS` sets every process's.
+pub fn size_as_node(command: &mut Command) {
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        command.args(["--worker-threads", &node_threads().to_string()]);
+    }
 }
 
 /// A free loopback port (bound then released; fine for a local tool, racy in theory).

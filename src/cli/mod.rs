@@ -59,16 +59,27 @@ pub struct Cli {
     #[arg(long, global = true, env = "VIEWKV_TLS_CA")]
     tls_ca: Option<PathBuf>,
     /// Threads of this process's async runtime [default: `TOKIO_WORKER_THREADS`, else one per
-    /// core]. `viewkv up` gives each of its nodes a third of the cores (at least one) unless
-    /// `TOKIO_WORKER_THREADS` is set: six processes share the machine.
+    /// core; `bench load` a third of the cores]. `viewkv up` gives each of its nodes a third of
+    /// the cores (at least one) unless `TOKIO_WORKER_THREADS` is set: six processes share the
+    /// machine. `bench load` takes a node's share too, so that it does not starve the local
+    /// cluster it measures; on a machine of its own, give it every core with this flag.
     #[arg(long, global = true)]
     worker_threads: Option<NonZeroUsize>,
 }
 
 impl Cli {
-    /// `--worker-threads`, if given.
+    /// `--worker-threads`, else a node's share of the cores for the load generator (unless
+    /// `TOKIO_WORKER_THREADS` is set), else none: the runtime's default.
     pub fn worker_threads(&self) -> Option<usize> {
-        self.worker_threads.map(NonZeroUsize::get)
+        match self.worker_threads {
+            Some(threads) => Some(threads.get()),
+            None if self.command.generates_load()
+                && std::env::var_os("TOKIO_WORKER_THREADS").is_none() =>
+            {
+                Some(children::node_threads())
+            }
+            None => None,
+        }
     }
 }
 
@@ -152,6 +163,13 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Measure failover on real processes.
     Bench(bench::Args),
+}
+
+impl Command {
+    /// Whether this is the load generator, `viewkv bench load`.
+    fn generates_load(&self) -> bool {
+        matches!(self, Command::Bench(args) if args.generates_load())
+    }
 }
 
 /// Where the monitors are, for commands that talk to a cluster.
