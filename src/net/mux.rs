@@ -263,7 +263,11 @@ async fn run(
     for (_, reply) in lock(&waiting).drain() {
         let _ = reply.send(Err(in_flight.clone()));
     }
-    while let Ok(call) = calls.try_recv() {
+    // `recv`, not `try_recv`: a caller whose send began before the close may not have queued
+    // its call yet, and `try_recv` would report the queue empty; its call would then be left
+    // in the queue, unanswered, until its deadline. `recv` waits for such sends and ends once
+    // none is left (no send can begin after the close).
+    while let Some(call) = calls.recv().await {
         let _ = call.reply.send(Err(unsent.clone()));
     }
 }
