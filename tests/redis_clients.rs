@@ -677,9 +677,7 @@ fn viewkv_bench_load_runs_against_the_cluster_the_redis_port_and_an_echo() {
     ];
     for mut args in runs {
         args.extend(common);
-        let (code, out, err) = viewkv(&args);
-        assert_eq!(code, 0, "{args:?}: {err}");
-        let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+        let doc = bench_json(&args);
         assert_eq!(doc["errors"], 0, "{args:?}: {doc}");
         assert!(
             doc["ops"].as_u64().is_some_and(|n| n > 0),
@@ -701,7 +699,7 @@ fn viewkv_bench_load_runs_against_the_cluster_the_redis_port_and_an_echo() {
     let (_, keys) = up.cli(up.idle_port(), &["KEYS", "bench:*"]);
     assert!(keys.lines().count() > 10, "{keys}");
     // The native client pipelines too: four sessions' operations in flight per load client.
-    let (code, out, err) = viewkv(&[
+    let doc = bench_json(&[
         "bench",
         "load",
         "--config",
@@ -712,8 +710,6 @@ fn viewkv_bench_load_runs_against_the_cluster_the_redis_port_and_an_echo() {
         "1s",
         "--json",
     ]);
-    assert_eq!(code, 0, "{err}");
-    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
     assert_eq!(doc["errors"], 0, "{doc}");
     assert_eq!(doc["pipeline"], 4, "{doc}");
     assert!(doc["ops"].as_u64().is_some_and(|n| n > 0), "{doc}");
@@ -725,7 +721,7 @@ fn viewkv_bench_load_runs_against_the_cluster_the_redis_port_and_an_echo() {
         Err(_) => (cores / 3).max(1),
     };
     assert_eq!(doc["worker_threads"], default, "{doc}");
-    let (code, out, err) = viewkv(&[
+    let doc = bench_json(&[
         "--worker-threads",
         "3",
         "bench",
@@ -737,7 +733,12 @@ fn viewkv_bench_load_runs_against_the_cluster_the_redis_port_and_an_echo() {
         "2",
         "--json",
     ]);
-    assert_eq!(code, 0, "{err}");
-    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
     assert_eq!(doc["worker_threads"], 3, "{doc}");
+}
+
+/// Run `viewkv ARGS` (a `bench load ... --json`), expect success, and parse its report.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = viewkv(args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    serde_json::from_str(&out).expect("one JSON object")
 }
