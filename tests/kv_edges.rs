@@ -168,7 +168,7 @@ async fn a_repeated_request_is_answered_from_the_duplicate_table() {
         let rpc = rpc.clone();
         let primary = primary.clone();
         async move {
-            let sent = Sent { view: 0, request };
+            let sent = Sent::unstamped(request);
             rpc.call::<Sent, Reply>(&primary, REQUEST, &sent, Duration::from_secs(5))
                 .await
                 .expect("an answer")

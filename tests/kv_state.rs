@@ -28,10 +28,7 @@ async fn cluster(options: impl FnOnce(&mut ClusterOptions)) -> Cluster {
 /// One raw request, as a client that retries by hand.
 async fn raw(addr: &str, request: &Request) -> Reply {
     let rpc = RpcClient::new("raw-client", None);
-    let sent = Sent {
-        view: 0,
-        request: request.clone(),
-    };
+    let sent = Sent::unstamped(request.clone());
     match rpc
         .call(addr, REQUEST, &sent, Duration::from_secs(10))
         .await

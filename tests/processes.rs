@@ -275,7 +275,7 @@ fn a_primary_frozen_past_the_session_ttl_never_applies_a_queued_retry_twice() {
         let rpc = rpc.clone();
         let addr = server_addr.clone();
         async move {
-            let sent = Sent { view: 0, request };
+            let sent = Sent::unstamped(request);
             rpc.call::<Sent, Reply>(&addr, REQUEST, &sent, Duration::from_secs(60))
                 .await
         }

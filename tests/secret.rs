@@ -42,10 +42,7 @@ async fn without_the_secret_every_rpc_is_refused_and_nothing_changes() {
             value: b"by an intruder".to_vec(),
         },
     };
-    let body = viewkv::net::encode(&Sent {
-        view: 0,
-        request: put,
-    });
+    let body = viewkv::net::encode(&Sent::unstamped(put));
     // The HTTP API's append is a POST that would change `k`.
     let api = ["/v1/kv/k/append", "/v1/kv", "/v1/openapi.json"];
     for path in [REQUEST, FORWARD, TRANSFER, DUMP].into_iter().chain(api) {

@@ -51,10 +51,7 @@ async fn put_intruder(rpc: &RpcClient, addr: &str) -> Result<Vec<u8>, RpcError> 
             value: b"intruder".to_vec(),
         },
     };
-    let sent = Sent {
-        view: 0,
-        request: put,
-    };
+    let sent = Sent::unstamped(put);
     rpc.call_raw(addr, REQUEST, viewkv::net::encode(&sent), DEADLINE)
         .await
 }

@@ -436,7 +436,7 @@ async fn a_request_to_a_server_that_is_not_primary_gets_wrong_server() {
     let client: u64 = rand::thread_rng().gen();
     for (role, addr) in [("backup", &backup), ("idle", &idle)] {
         let request = put(client, b"sent-to-the-wrong-server", role.as_bytes());
-        let sent = Sent { view: 0, request };
+        let sent = Sent::unstamped(request);
         let reply: Reply = rpc
             .call(addr, REQUEST, &sent, Duration::from_secs(5))
             .await

@@ -342,7 +342,7 @@ async fn one_client(
                                 value: value.clone(),
                             },
                         };
-                        let echoed = Sent { view: 0, request };
+                        let echoed = Sent::unstamped(request);
                         rpc.start(addr, REQUEST, encode(&echoed), Duration::from_secs(10))
                     })
                     .collect();

@@ -77,16 +77,23 @@ impl Drop for Proc {
 /// the clients' front door); sized to every core each, they woke threads on cores another
 /// process was using. On two cores, one thread each cut the p99 of `bench load --clients 32`
 /// by about a tenth and raised its throughput (README, performance).
-pub fn node_threads() -> usize {
+fn node_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     (cores / 3).max(1)
 }
 
-/// Give the child `viewkv` of `command` a node's share of the cores ([`node_threads`]) unless
-/// `TOKIO_WORKER_THREADS` sets every process's.
+/// A node's share of the cores ([`node_threads`]), unless `TOKIO_WORKER_THREADS` sets every
+/// process's.
+pub fn node_share() -> Option<usize> {
+    std::env::var_os("TOKIO_WORKER_THREADS")
+        .is_none()
+        .then(node_threads)
+}
+
+/// Give the child `viewkv` of `command` a node's share of the cores ([`node_share`]).
 pub fn size_as_node(command: &mut Command) {
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        command.args(["--worker-threads", &node_threads().to_string()]);
+    if let Some(threads) = node_share() {
+        command.args(["--worker-threads", &threads.to_string()]);
     }
 }
 

@@ -73,11 +73,7 @@ impl Cli {
     pub fn worker_threads(&self) -> Option<usize> {
         match self.worker_threads {
             Some(threads) => Some(threads.get()),
-            None if self.command.generates_load()
-                && std::env::var_os("TOKIO_WORKER_THREADS").is_none() =>
-            {
-                Some(children::node_threads())
-            }
+            None if self.command.generates_load() => children::node_share(),
             None => None,
         }
     }

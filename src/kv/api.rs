@@ -497,6 +497,14 @@ pub struct Sent<R = Request> {
     pub request: R,
 }
 
+impl<R> Sent<R> {
+    /// `request` sent in no view (0): the server's own role alone decides whether it takes it
+    /// (raw tools and tests).
+    pub fn unstamped(request: R) -> Sent<R> {
+        Sent { view: 0, request }
+    }
+}
+
 /// Why an operation was not performed (or, for [`KvError::Unavailable`], not confirmed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum KvError {

@@ -449,8 +449,7 @@ async fn raw(cluster: &Cluster, addr: &str, op: Op) -> Result<Reply, viewkv::net
         deadline_ms: viewkv::kv::wall_ms() + 30_000,
         op,
     };
-    // Unstamped (view 0): the server's own role decides.
-    let sent = Sent { view: 0, request };
+    let sent = Sent::unstamped(request);
     rpc.call(addr, REQUEST, &sent, Duration::from_secs(5)).await
 }
 
