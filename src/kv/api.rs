@@ -386,30 +386,27 @@ impl Op {
         }
     }
 
-    /// The keys it touches: those it names (a `Multi`: its operations'), and whether it
-    /// touches every key (a scan, a flush, or a `Multi` holding one).
-    pub fn touched(&self) -> Touched<'_> {
+    /// Call `each` with every key it names (a `Multi`: its operations'), in order, repeats
+    /// kept; returns whether it touches every key (a scan, a flush, or a `Multi` holding one).
+    /// A visitor rather than a list: the primary asks it of most operations more than once
+    /// (entering a write, confirming it, a read under the lease), and a list was allocated
+    /// each time.
+    pub fn touch(&self, each: &mut impl FnMut(&[u8])) -> bool {
         match self {
-            Op::Scan { .. } | Op::Flush => Touched {
-                all: true,
-                keys: Vec::new(),
-            },
-            Op::Multi { ops } => {
-                let mut touched = Touched {
-                    all: false,
-                    keys: Vec::new(),
-                };
-                for op in ops {
-                    let more = op.touched();
-                    touched.all |= more.all;
-                    touched.keys.extend(more.keys);
-                }
-                touched
+            Op::Scan { .. } | Op::Flush => true,
+            Op::Multi { ops } => ops.iter().fold(false, |all, op| op.touch(each) | all),
+            Op::MSet { pairs, .. } => {
+                pairs.iter().for_each(|(key, _)| each(key));
+                false
             }
-            _ => Touched {
-                all: false,
-                keys: self.many_keys().unwrap_or_else(|| vec![self.key()]),
-            },
+            Op::MGet { keys } | Op::DelMany { keys } | Op::Exists { keys } => {
+                keys.iter().for_each(|key| each(key));
+                false
+            }
+            _ => {
+                each(self.key());
+                false
+            }
         }
     }
 
@@ -457,15 +454,6 @@ impl Op {
             | Op::Multi { .. } => None,
         }
     }
-}
-
-/// The keys an operation touches (see [`Op::touched`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Touched<'a> {
-    /// Whether it touches every key.
-    pub all: bool,
-    /// The keys it names, in order (repeats kept).
-    pub keys: Vec<&'a [u8]>,
 }
 
 /// A client's request: the operation plus what makes it at-most-once.
@@ -799,7 +787,7 @@ pub enum StreamReply {
 
 #[cfg(test)]
 mod tests {
-    use super::{KvError, Reply};
+    use super::{KvError, Op, Reply};
     use crate::net::{decode, encode};
 
     /// The reply as it was encoded before its value was marked as bytes: a sequence of `u8`.
@@ -819,5 +807,39 @@ mod tests {
             reason: "no".into(),
         });
         assert_eq!(decode::<Reply>(&encode(&refused)).ok(), Some(refused));
+    }
+
+    /// The keys `op` touches, in the order it visits them, and whether it touches them all.
+    fn touched(op: &Op) -> (Vec<Vec<u8>>, bool) {
+        let mut keys = Vec::new();
+        let all = op.touch(&mut |key| keys.push(key.to_vec()));
+        (keys, all)
+    }
+
+    #[test]
+    fn touch_visits_every_named_key_and_says_when_an_op_touches_all() {
+        let get = |key: &str| Op::Get { key: key.into() };
+        let mget = Op::MGet {
+            keys: vec![
+                b"b".to_vec().into(),
+                b"a".to_vec().into(),
+                b"b".to_vec().into(),
+            ],
+        };
+        assert_eq!(touched(&get("k")), (vec![b"k".to_vec()], false));
+        assert_eq!(
+            touched(&mget),
+            (vec![b"b".to_vec(), b"a".to_vec(), b"b".to_vec()], false),
+            "in order, repeats kept"
+        );
+        assert_eq!(touched(&Op::Flush), (Vec::new(), true));
+        let multi = Op::Multi {
+            ops: vec![get("x"), Op::Flush, get("y")],
+        };
+        assert_eq!(
+            touched(&multi),
+            (vec![b"x".to_vec(), b"y".to_vec()], true),
+            "a flush inside a multi touches all, and the keys after it are still visited"
+        );
     }
 }

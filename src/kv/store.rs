@@ -465,10 +465,12 @@ impl Store {
     /// then up to [`REAP_PER_APPLY`] of the keys due first, so memory is given back without
     /// reads. Deterministic: the backup applies the same entries at the same service times.
     fn reap(&mut self, op: &Op, now: u64) {
-        for key in op.touched().keys {
-            if self.data.deadline(key).is_some_and(|at| at <= now) {
-                self.data.remove(key);
-            }
+        if self.data.expiring() > 0 {
+            op.touch(&mut |key| {
+                if self.data.deadline(key).is_some_and(|at| at <= now) {
+                    self.data.remove(key);
+                }
+            });
         }
         for _ in 0..REAP_PER_APPLY {
             match self.data.first_due() {

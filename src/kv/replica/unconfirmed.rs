@@ -1,8 +1,10 @@
 //! The primary's entries that the backup has not confirmed yet: what the replication task
 //! sends, and — key by key — how long a read under the lease must wait before it may answer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
 
 use crate::kv::api::{Entry, Op};
 
@@ -11,32 +13,16 @@ const MAX_BATCH_ENTRIES: usize = 1024;
 /// Most key and value bytes in one forward.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
-/// The keys an operation touches, for deciding which writes a read must wait for.
-enum Footprint<'a> {
-    /// These keys.
-    Keys(Vec<&'a [u8]>),
-    /// Any key (a scan reads a range, a flush writes every key).
-    All,
-}
-
-fn footprint(op: &Op) -> Footprint<'_> {
-    let touched = op.touched();
-    if touched.all {
-        Footprint::All
-    } else {
-        Footprint::Keys(touched.keys)
-    }
-}
-
 /// Entries applied on the primary and not yet confirmed by the backup, in index order.
 #[derive(Debug, Default)]
 pub struct Unconfirmed {
     /// The entries.
     entries: VecDeque<Entry>,
-    /// For each key some entry here writes, by the key's hash, the newest such entry's index.
-    /// Two keys with one hash share a slot, which only makes a read wait for a write it need
-    /// not: kept by hash, the table allocates nothing per write.
-    written: HashMap<u64, u64>,
+    /// For each key some entry here writes, its hash and the newest such entry's index. Two
+    /// keys with one hash share a slot, which only makes a read wait for a write it need not:
+    /// kept by hash, the table allocates nothing per write, and (a table placed by the hash we
+    /// give it) hashes nothing twice.
+    written: HashTable<(u64, u64)>,
     /// Hashes keys for `written`.
     hasher: RandomState,
     /// The newest entry here that writes every key (a flush), or 0.
@@ -49,13 +35,18 @@ pub struct Unconfirmed {
 impl Unconfirmed {
     /// Add the entry just applied.
     pub fn push(&mut self, entry: Entry) {
-        match footprint(&entry.request.op) {
-            Footprint::All => self.everything = entry.index,
-            Footprint::Keys(keys) => {
-                for key in keys {
-                    self.written.insert(self.hasher.hash_one(key), entry.index);
+        let index = entry.index;
+        let all = entry.request.op.touch(&mut |key| {
+            let hash = self.hasher.hash_one(key);
+            match self.written.find_mut(hash, |&(h, _)| h == hash) {
+                Some(slot) => slot.1 = index,
+                None => {
+                    self.written.insert_unique(hash, (hash, index), |&(h, _)| h);
                 }
             }
+        });
+        if all {
+            self.everything = index;
         }
         self.entries.push_back(entry);
     }
@@ -66,14 +57,14 @@ impl Unconfirmed {
             let Some(entry) = self.entries.pop_front() else {
                 break;
             };
-            if let Footprint::Keys(keys) = footprint(&entry.request.op) {
-                for key in keys {
-                    let hash = self.hasher.hash_one(key);
-                    if self.written.get(&hash) == Some(&entry.index) {
-                        self.written.remove(&hash);
+            entry.request.op.touch(&mut |key| {
+                let hash = self.hasher.hash_one(key);
+                if let Ok(slot) = self.written.find_entry(hash, |&(h, _)| h == hash) {
+                    if slot.get().1 == entry.index {
+                        slot.remove();
                     }
                 }
-            }
+            });
         }
         if self.everything <= applied {
             self.everything = 0;
@@ -112,14 +103,16 @@ impl Unconfirmed {
     /// The index that must be confirmed before a read of `op` may show what it read: the
     /// newest entry here that writes a key it reads (0 if none).
     pub fn read_waits_for(&self, op: &Op) -> u64 {
-        let newest = match footprint(op) {
-            Footprint::All => self.entries.back().map_or(0, |e| e.index),
-            Footprint::Keys(keys) => keys
-                .into_iter()
-                .filter_map(|key| self.written.get(&self.hasher.hash_one(key)).copied())
-                .max()
-                .unwrap_or(0),
-        };
+        let mut newest = 0;
+        let all = op.touch(&mut |key| {
+            let hash = self.hasher.hash_one(key);
+            if let Some(&(_, index)) = self.written.find(hash, |&(h, _)| h == hash) {
+                newest = newest.max(index);
+            }
+        });
+        if all {
+            newest = self.entries.back().map_or(0, |e| e.index);
+        }
         newest.max(self.everything).max(self.untracked)
     }
 
