@@ -62,7 +62,8 @@ pub struct ServerConfig {
     pub read_lease: bool,
     /// Deadline of one RPC to the backup or a monitor (pings wait less: [`Self::ping_timeout`]).
     pub rpc_timeout: Duration,
-    /// How long a client request may wait for its copies before the client is told to retry.
+    /// How long a client request may wait for its copies before the client is told to retry
+    /// (checked by a sweep eight times per timeout, so up to an eighth longer).
     pub confirm_timeout: Duration,
     /// Most key and value bytes in one state-transfer chunk.
     pub transfer_chunk_bytes: usize,
@@ -185,6 +186,7 @@ pub async fn run_with_resp(
         me.addr
     );
     let pinger = tokio::spawn(server.clone().ping_loop());
+    let sweeper = tokio::spawn(server.clone().expire_loop());
     let new_client = client_maker(&server, rpc_for_resp);
     let resp = resp.map(|listener| {
         let context = resp_context(&server, new_client.clone(), tls.clone());
@@ -205,8 +207,10 @@ pub async fn run_with_resp(
         tls,
     )
     .await;
-    pinger.abort();
-    let _ = pinger.await;
+    for task in [pinger, sweeper] {
+        task.abort();
+        let _ = task.await;
+    }
     if let Some(resp) = resp {
         resp.abort();
         let _ = resp.await;

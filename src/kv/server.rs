@@ -2,7 +2,7 @@
 //! waiting for confirmations, and running the effects the core asks for.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -23,6 +23,10 @@ use crate::net::{bad_request, bincode_reply, decode, encode, json_reply, not_fou
 use crate::net::{through_http, Answering, CallOutcome, DecodeError};
 use crate::net::{Gauge, HttpRequest, HttpResponse, RpcClient};
 use crate::view::Member;
+
+/// Sweeps for requests that waited too long per confirm timeout: one is answered at most an
+/// eighth of the timeout after its deadline.
+const EXPIRE_SWEEPS: u32 = 8;
 
 /// A running kv server.
 pub struct KvServer {
@@ -68,6 +72,8 @@ struct Waiting {
     index: u64,
     /// The epoch it was applied in.
     epoch: u64,
+    /// When it gives up waiting (the confirm timeout after it was taken).
+    deadline: Instant,
     /// The outcome to answer once confirmed.
     reply: Reply,
 }
@@ -139,6 +145,18 @@ impl KvServer {
         self.wake_pinger.notify_one();
     }
 
+    /// Time out the requests that waited for their copies past their deadline: one timer for
+    /// them all, ticking [`EXPIRE_SWEEPS`] times per confirm timeout.
+    pub async fn expire_loop(self: Arc<Self>) {
+        let period = (self.config.confirm_timeout / EXPIRE_SWEEPS).max(Duration::from_millis(1));
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.confirmations.expire(Instant::now());
+        }
+    }
+
     /// Ping the monitors every interval (or sooner when woken) and follow the view.
     pub async fn ping_loop(self: Arc<Self>) {
         let mut ticks = tokio::time::interval(self.config.timings.ping_interval);
@@ -190,8 +208,8 @@ impl KvServer {
     /// Hand `request` to the replica: its reply now, or what to wait for.
     fn take(&self, sent: Sent) -> Result<Reply, Waiting> {
         let Sent { view, request } = sent;
-        let submitted =
-            self.with_replica(|r| r.on_request(request, view, Instant::now(), wall_ms()));
+        let now = Instant::now();
+        let submitted = self.with_replica(|r| r.on_request(request, view, now, wall_ms()));
         match submitted {
             Submit::Reply(reply) => Ok(reply),
             Submit::Wait {
@@ -203,6 +221,7 @@ impl KvServer {
                 Err(Waiting {
                     index,
                     epoch,
+                    deadline: now + self.config.confirm_timeout,
                     reply,
                 })
             }
@@ -211,16 +230,20 @@ impl KvServer {
 
     /// The reply of an applied request once it is confirmed (or why it is not).
     async fn settle(&self, waiting: Waiting) -> Reply {
-        match self.confirmed(waiting.index, waiting.epoch).await {
+        match self
+            .confirmed(waiting.index, waiting.epoch, waiting.deadline)
+            .await
+        {
             Ok(()) => waiting.reply,
             Err(err) => Reply::Err(err),
         }
     }
 
-    /// Wait until entry `index` is confirmed while this server still serves in `epoch`.
-    async fn confirmed(&self, index: u64, epoch: u64) -> Result<(), KvError> {
-        let waiting = self.confirmations.wait(index, epoch);
-        let Ok(settled) = tokio::time::timeout(self.config.confirm_timeout, waiting).await else {
+    /// Wait until entry `index` is confirmed while this server still serves in `epoch`, giving
+    /// up at `deadline` (or up to [`EXPIRE_SWEEPS`]th of the confirm timeout after it).
+    async fn confirmed(&self, index: u64, epoch: u64, deadline: Instant) -> Result<(), KvError> {
+        let waiting = self.confirmations.wait(index, epoch, deadline);
+        let Ok(settled) = waiting.await else {
             return Err(self.with_replica(|r| r.unconfirmed_error()));
         };
         if settled.confirmed >= index && settled.epoch == epoch {
@@ -242,7 +265,9 @@ impl KvServer {
             }
             DumpRequest::Begin { max_bytes } => {
                 let snapshot = self.with_replica(|r| r.dump_snapshot())?;
-                self.confirmed(snapshot.index, snapshot.epoch).await?;
+                let deadline = Instant::now() + self.config.confirm_timeout;
+                self.confirmed(snapshot.index, snapshot.epoch, deadline)
+                    .await?;
                 let page = lock(&self.dumps).begin(
                     rand::random(),
                     snapshot,
