@@ -621,15 +621,17 @@ pub struct Entry {
     pub request: Request,
 }
 
-/// Primary → backup: operations to apply, in order.
+/// Primary → backup: operations to apply, in order. The primary sends `Forward<&Entry>`,
+/// encoded from the entries it keeps until they are confirmed (the same bytes, without a copy
+/// of every write); the backup decodes a `Forward`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Forward {
+pub struct Forward<E = Entry> {
     /// The view the primary is primary of.
     pub view: u64,
     /// The primary, with its incarnation: the backup checks it is its view's primary.
     pub primary: Member,
     /// Consecutive entries.
-    pub entries: Vec<Entry>,
+    pub entries: Vec<E>,
 }
 
 /// Primary → backup: one chunk of the primary's full state, as of entry `index`.
@@ -787,8 +789,9 @@ pub enum StreamReply {
 
 #[cfg(test)]
 mod tests {
-    use super::{KvError, Op, Reply};
+    use super::{Entry, Forward, KvError, Op, Reply, Request};
     use crate::net::{decode, encode};
+    use crate::view::Member;
 
     /// The reply as it was encoded before its value was marked as bytes: a sequence of `u8`.
     #[derive(serde::Serialize)]
@@ -841,5 +844,40 @@ mod tests {
             (vec![b"x".to_vec(), b"y".to_vec()], true),
             "a flush inside a multi touches all, and the keys after it are still visited"
         );
+    }
+
+    #[test]
+    fn a_forward_of_borrowed_entries_is_the_bytes_of_a_forward_of_owned_ones() {
+        let entry = |index: u64| Entry {
+            index,
+            at_ms: 40 + index,
+            request: Request {
+                client: 7,
+                seq: index,
+                deadline_ms: 1_000,
+                op: Op::Put {
+                    key: format!("k{index}").into_bytes(),
+                    value: vec![b'v'; 100],
+                },
+            },
+        };
+        let kept = [entry(1), entry(2)];
+        let primary = Member {
+            id: "kv1".into(),
+            addr: "127.0.0.1:7101".into(),
+            incarnation: 9,
+        };
+        let borrowed = Forward {
+            view: 3,
+            primary: primary.clone(),
+            entries: kept.iter().collect(),
+        };
+        let owned = Forward {
+            view: 3,
+            primary,
+            entries: kept.to_vec(),
+        };
+        assert_eq!(encode(&borrowed), encode(&owned));
+        assert_eq!(decode::<Forward>(&encode(&borrowed)).ok(), Some(owned));
     }
 }

@@ -86,21 +86,30 @@ async fn stream(
 ) -> Result<bool, Stop> {
     let mut sent = applied;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let me = server.me();
     loop {
         let notified = server.wake_replication.notified();
         while in_flight.len() < WINDOW {
             let only_full = in_flight.len() >= PARTIAL;
-            let batch = server.with_replica(|r| r.next_batch(view.num, sent, only_full))?;
-            let Some(last) = batch.last().map(|e| e.index) else {
+            // Encoded from the entries where they are kept, under the replica's lock.
+            let batch = server.with_replica(|r| {
+                let entries = r.next_batch(view.num, sent, only_full)?;
+                let Some(last) = entries.last().map(|e| e.index) else {
+                    return Ok(None);
+                };
+                let forward = Forward {
+                    view: view.num,
+                    primary: me.clone(),
+                    entries,
+                };
+                let body = encode(&forward);
+                r.sending(view.num, Instant::now())?;
+                Ok::<_, Stop>(Some((last, body)))
+            })?;
+            let Some((last, body)) = batch else {
                 break;
             };
-            server.with_replica(|r| r.sending(view.num, Instant::now()))?;
-            let forward = Forward {
-                view: view.num,
-                primary: server.me(),
-                entries: batch,
-            };
-            in_flight.push_back((last, start(server, addr, FORWARD, &forward)));
+            in_flight.push_back((last, start(server, addr, FORWARD, body)));
             sent = last;
         }
         // Below PARTIAL, a new entry must not wait for the answer.
@@ -179,7 +188,7 @@ async fn transfer(
                     break;
                 };
                 server.with_replica(|r| r.sending(view.num, Instant::now()))?;
-                in_flight.push_back(start(server, addr, TRANSFER, &chunk));
+                in_flight.push_back(start(server, addr, TRANSFER, encode(&chunk)));
             }
             let Some(reply) = in_flight.pop_front() else {
                 break;
@@ -210,16 +219,17 @@ async fn transfer(
     }
 }
 
-/// One RPC to the backup, queued on its connection now: how it went, once it did.
-fn start<T: serde::Serialize>(
+/// One RPC to the backup carrying `body` (an encoded message), queued on its connection now:
+/// how it went, once it did.
+fn start(
     server: &KvServer,
     addr: &str,
     path: &str,
-    message: &T,
+    body: Vec<u8>,
 ) -> Pin<Box<dyn Future<Output = Sent> + Send>> {
     let call = server
         .rpc
-        .start(addr, path, encode(message), server.config.rpc_timeout);
+        .start(addr, path, body, server.config.rpc_timeout);
     let (id, path) = (server.config.id.clone(), path.to_string());
     Box::pin(async move {
         let reply = call.await.and_then(|bytes| {

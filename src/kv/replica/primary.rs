@@ -264,16 +264,13 @@ impl Replica {
 
     /// Entries after `sent` for the backup, up to the batch limits; with `only_full`, none
     /// unless they fill a batch.
-    pub fn next_batch(
-        &mut self,
-        view: u64,
-        sent: u64,
-        only_full: bool,
-    ) -> Result<Vec<Entry>, Stop> {
-        Ok(self
-            .primary_of(view)?
-            .unconfirmed
-            .batch_after(sent, only_full))
+    pub fn next_batch(&self, view: u64, sent: u64, only_full: bool) -> Result<Vec<&Entry>, Stop> {
+        match &self.role {
+            Role::Primary(p) if self.view.num == view => {
+                Ok(p.unconfirmed.batch_after(sent, only_full))
+            }
+            _ => Err(Stop::ViewChanged),
+        }
     }
 
     /// The backup says it holds every entry up to `applied`.

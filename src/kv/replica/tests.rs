@@ -116,7 +116,7 @@ impl Pair {
         let forward = Forward {
             view: num,
             primary: self.p.me().clone(),
-            entries,
+            entries: entries.into_iter().cloned().collect(),
         };
         let (reply, _) = self.b.on_forward(forward);
         let StreamReply::Applied { applied } = reply else {
@@ -278,10 +278,10 @@ fn batches_in_flight_stay_until_confirmed_and_one_lost_is_sent_again() {
     let mut pair = Pair::new(2);
     pair.transfer();
     let num = pair.view.num;
-    let forward = |pair: &Pair, entries| Forward {
+    let forward = |pair: &Pair, entries: Vec<&Entry>| Forward {
         view: num,
         primary: pair.p.me().clone(),
-        entries,
+        entries: entries.into_iter().cloned().collect(),
     };
     for seq in 1..=2 {
         pair.write(put(1, seq, "k", &seq.to_string()));

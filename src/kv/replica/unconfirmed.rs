@@ -82,7 +82,7 @@ impl Unconfirmed {
 
     /// The entries after `sent`, up to the batch limits; with `only_full`, none unless they
     /// fill a batch (more entries follow the last that fits).
-    pub fn batch_after(&self, sent: u64, only_full: bool) -> Vec<Entry> {
+    pub fn batch_after(&self, sent: u64, only_full: bool) -> Vec<&Entry> {
         let first = self.entries.partition_point(|e| e.index <= sent);
         let (mut count, mut bytes, mut full) = (0, 0, false);
         for entry in self.entries.range(first..) {
@@ -97,7 +97,7 @@ impl Unconfirmed {
         if only_full && !full {
             return Vec::new();
         }
-        self.entries.range(first..first + count).cloned().collect()
+        self.entries.range(first..first + count).collect()
     }
 
     /// The index that must be confirmed before a read of `op` may show what it read: the
