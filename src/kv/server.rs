@@ -240,7 +240,7 @@ impl KvServer {
     }
 
     /// Wait until entry `index` is confirmed while this server still serves in `epoch`, giving
-    /// up at `deadline` (or up to [`EXPIRE_SWEEPS`]th of the confirm timeout after it).
+    /// up at `deadline` (as the next sweep of [`KvServer::expire_loop`] finds it).
     async fn confirmed(&self, index: u64, epoch: u64, deadline: Instant) -> Result<(), KvError> {
         let waiting = self.confirmations.wait(index, epoch, deadline);
         let Ok(settled) = waiting.await else {
