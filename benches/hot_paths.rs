@@ -1,12 +1,13 @@
 //! The hot in-process paths, one operation at a time and with no network: Redis-protocol
 //! frames read and written as a connection does, the framed wire format of the kv RPCs,
-//! requests applied to a store of 100,000 keys, and the duplicate table's lookup and record.
+//! requests applied to a store of 100,000 keys, the duplicate table's lookup and record, and
+//! the replica core's work per operation on a primary and its backup.
 //!
 //! `cargo bench --bench hot_paths` runs them all briefly (1 s warm-up, 2 s of measurement
 //! each); criterion's own flags override that, e.g. `-- --measurement-time 10 apply`.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -14,9 +15,11 @@ use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::encode::extend_encode;
 use redis_protocol::resp2::types::BytesFrame;
 use serde_bytes::ByteBuf;
-use viewkv::kv::api::{Op, Reply, Request, REQUEST};
-use viewkv::kv::{Limits, Lookup, Sessions, Store};
+use viewkv::kv::api::{Entry, Forward, Op, Reply, Request, StreamReply, REQUEST};
+use viewkv::kv::replica::{Replica, Settings, Submit};
+use viewkv::kv::{Limits, Lookup, Sessions, Store, MAX_CHUNK_BYTES};
 use viewkv::net::{decode, decode_answer, decode_call, encode, encode_answer, encode_call};
+use viewkv::view::{Member, Timings, View};
 
 /// Bytes of every value written.
 const VALUE_BYTES: usize = 100;
@@ -425,11 +428,186 @@ fn dedup(c: &mut Criterion) {
     group.finish();
 }
 
+/// Keys the replicas hold in the replica benchmark (`bench load`'s default).
+const REPLICA_KEYS: u64 = 10_000;
+/// Writes the primary enters between two forwards to the backup (about what one forward
+/// carries under `bench load --clients 64`).
+const WRITES_PER_FORWARD: u64 = 16;
+/// Operations between two ping replies that renew the primary's read lease (a few
+/// milliseconds, far inside the lease's half second).
+const OPS_PER_PING: u64 = 1024;
+/// The cluster id the monitors answer with.
+const CLUSTER: u64 = 7;
+
+/// A primary and its backup in view 2, the backup synced, the primary under a read lease, and
+/// [`REPLICA_KEYS`] keys written through them.
+struct Replicas {
+    /// The primary.
+    p: Replica,
+    /// The backup.
+    b: Replica,
+    /// The view they share.
+    view: View,
+}
+
+impl Replicas {
+    fn new() -> Replicas {
+        let member = |id: &str, incarnation| Member {
+            id: id.into(),
+            addr: format!("{id}:1"),
+            incarnation,
+        };
+        let settings = Settings {
+            timings: Timings {
+                ping_interval: Duration::from_millis(100),
+                dead_pings: 5,
+            },
+            limits: Limits::default(),
+            min_copies: 2,
+            chunk_bytes: MAX_CHUNK_BYTES,
+            read_lease: true,
+        };
+        let (pm, bm) = (member("p", 1), member("b", 2));
+        let now = Instant::now();
+        let mut p = Replica::new(pm.clone(), settings);
+        let mut b = Replica::new(bm.clone(), settings);
+        let view = |num, backup: Option<&Member>| View {
+            num,
+            primary: Some(pm.clone()),
+            backup: backup.cloned(),
+            acked: true,
+            backup_ready: false,
+            recovered: false,
+        };
+        p.on_view(view(1, None), now);
+        let two = view(2, Some(&bm));
+        p.on_view(two.clone(), now);
+        b.on_view(two.clone(), now);
+        let mut snapshot = p.begin_transfer(2, 1, now).expect("primary of view 2");
+        while let Some(chunk) = snapshot.next_chunk() {
+            b.on_transfer(chunk);
+            p.chunk_accepted(2).expect("primary of view 2");
+        }
+        p.transfer_installed(2, snapshot.index())
+            .expect("primary of view 2");
+        let mut replicas = Replicas { p, b, view: two };
+        replicas.renew_lease(now);
+        for n in 0..REPLICA_KEYS {
+            replicas.write(put(1, n + 1, n), now);
+        }
+        replicas.forward();
+        assert_eq!(replicas.b.store().data().len() as u64, REPLICA_KEYS);
+        let read = Request {
+            client: 0,
+            seq: 0,
+            deadline_ms: NOW_MS + 10_000,
+            op: Op::Get { key: key(0) },
+        };
+        assert!(
+            matches!(
+                replicas.p.on_request(read, 0, now, NOW_MS),
+                Submit::Reply(Reply::Ok(Some(_)))
+            ),
+            "a read is answered at once under the lease"
+        );
+        replicas
+    }
+
+    /// A ping reply naming the primary, answered at once: the read lease runs from `now`.
+    fn renew_lease(&mut self, now: Instant) {
+        self.p.on_ping_reply(CLUSTER, self.view.clone(), now, now);
+    }
+
+    /// Enter a write on the primary.
+    fn write(&mut self, request: Request, now: Instant) {
+        let submitted = self.p.on_request(request, 0, now, NOW_MS);
+        assert!(matches!(submitted, Submit::Wait { .. }), "{submitted:?}");
+    }
+
+    /// Forward what is unconfirmed to the backup (in as many batches as it takes), and
+    /// confirm what it applied.
+    fn forward(&mut self) {
+        loop {
+            let entries: Vec<Entry> = self
+                .p
+                .next_batch(2, self.b.index(), false)
+                .expect("primary of view 2")
+                .into_iter()
+                .cloned()
+                .collect();
+            if entries.is_empty() {
+                return;
+            }
+            let forward = Forward {
+                view: 2,
+                primary: self.p.me().clone(),
+                entries,
+            };
+            let (reply, _) = self.b.on_forward(forward);
+            let StreamReply::Applied { applied } = reply else {
+                panic!("forward not applied: {reply:?}");
+            };
+            self.p
+                .backup_applied(2, applied)
+                .expect("primary of view 2");
+        }
+    }
+}
+
+/// The replica core per operation at [`REPLICA_KEYS`] keys: a write entered on the primary, a
+/// read of another key answered under the lease, and every [`WRITES_PER_FORWARD`] writes a
+/// forward applied on the backup and confirmed (the forward's entries copied as the backup
+/// would decode them). What the network and the runtime add is `viewkv bench load`'s.
+fn replica(c: &mut Criterion) {
+    let mut replicas = Replicas::new();
+    let mut writers = Writers::after(REPLICA_KEYS);
+    let mut group = c.benchmark_group("replica");
+    group.throughput(Throughput::Elements(1));
+    let mut write = put(0, 0, 0);
+    let mut read = Op::Get { key: key(0) };
+    let mut count = 0u64;
+    group.bench_function("write_and_lease_read_10k_keys", |b| {
+        b.iter(|| {
+            count += 1;
+            let now = Instant::now();
+            if count.is_multiple_of(OPS_PER_PING) {
+                replicas.renew_lease(now);
+            }
+            let n = writers.next(&mut write) % REPLICA_KEYS;
+            if let Op::Put { key, .. } = &mut write.op {
+                renumber(key, n);
+            }
+            replicas.write(write.clone(), now);
+            if let Op::Get { key } = &mut read {
+                renumber(key, (n + REPLICA_KEYS / 2) % REPLICA_KEYS);
+            }
+            let request = Request {
+                client: 0,
+                seq: 0,
+                deadline_ms: NOW_MS + 10_000,
+                op: read.clone(),
+            };
+            black_box(replicas.p.on_request(request, 0, now, NOW_MS));
+            if count.is_multiple_of(WRITES_PER_FORWARD) {
+                replicas.forward();
+            }
+        });
+    });
+    replicas.forward();
+    assert_eq!(
+        replicas.p.progress().confirmed,
+        replicas.b.index(),
+        "every write was confirmed"
+    );
+    assert_eq!(replicas.b.store().data().len() as u64, REPLICA_KEYS);
+    group.finish();
+}
+
 criterion_group! {
     name = hot_paths;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
-    targets = resp_frames, net_frames, apply, dedup
+    targets = resp_frames, net_frames, apply, dedup, replica
 }
 criterion_main!(hot_paths);
