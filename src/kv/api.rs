@@ -378,9 +378,10 @@ impl Op {
     /// order; `None` for the others (see [`Op::key`]).
     pub fn many_keys(&self) -> Option<Vec<&[u8]>> {
         match self {
-            Op::MSet { pairs, .. } => Some(pairs.iter().map(|(key, _)| &key[..]).collect()),
-            Op::MGet { keys } | Op::DelMany { keys } | Op::Exists { keys } => {
-                Some(keys.iter().map(|key| &key[..]).collect())
+            Op::MSet { .. } | Op::MGet { .. } | Op::DelMany { .. } | Op::Exists { .. } => {
+                let mut keys = Vec::new();
+                self.touch(&mut |key| keys.push(key));
+                Some(keys)
             }
             _ => None,
         }
@@ -391,7 +392,7 @@ impl Op {
     /// A visitor rather than a list: the primary asks it of most operations more than once
     /// (entering a write, confirming it, a read under the lease), and a list was allocated
     /// each time.
-    pub fn touch(&self, each: &mut impl FnMut(&[u8])) -> bool {
+    pub fn touch<'a>(&'a self, each: &mut impl FnMut(&'a [u8])) -> bool {
         match self {
             Op::Scan { .. } | Op::Flush => true,
             Op::Multi { ops } => ops.iter().fold(false, |all, op| op.touch(each) | all),
