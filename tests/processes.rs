@@ -160,6 +160,34 @@ fn up_put_get_kill_9_the_primary_get_again() {
     let (code, _, stderr) = viewkv(&["get", "--monitors", &monitors.join(","), "hello"]);
     assert_eq!(code, 2, "a get without the secret: {stderr}");
     assert!(stderr.contains("secret"), "say what is missing: {stderr}");
+    // A reader that goes away (`viewkv get big | head -c 1`) ends the command quietly, by
+    // SIGPIPE as for any Unix tool, not with a panic. The value is larger than a pipe's buffer,
+    // so the write meets the closed pipe whichever happens first.
+    let big = "b".repeat(100_000);
+    let (code, _, stderr) = viewkv(&["put", "--config", cfg, "big", &big]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut reader_gone = Command::new(EXE)
+        .args(["get", "--config", cfg, "big"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("viewkv get starts");
+    drop(reader_gone.stdout.take());
+    let output = reader_gone.wait_with_output().expect("viewkv get ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&output.status),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        output.status
+    );
+    assert!(
+        stderr.is_empty(),
+        "nothing to say to a closed pipe: {stderr}"
+    );
+    let (code, _, stderr) = viewkv(&["delete", "--config", cfg, "big"]);
+    assert_eq!(code, 0, "{stderr}");
     let (code, stdout, _) = viewkv(&["get", "--config", cfg, "no-such-key"]);
     assert_eq!(
         (code, stdout.as_str()),

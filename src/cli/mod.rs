@@ -68,6 +68,21 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Let a command that prints and exits end quietly when its reader goes away, as Unix
+    /// tools do (`viewkv view | head -1`): Rust ignores SIGPIPE, so a print to a closed pipe
+    /// would panic. The others keep ignoring it: a log line written to a closed pipe must not
+    /// stop a node, and a benchmark reports a child's closed pipe as an error. (Sockets never
+    /// raise it: their writes use MSG_NOSIGNAL.)
+    pub fn default_sigpipe(&self) {
+        if self.command.prints_and_exits() {
+            // SAFETY: called from `main` before any thread starts; restoring the default
+            // action of a signal has no other effect on this process.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+        }
+    }
+
     /// `--worker-threads`, else a node's share of the cores for the load generator (unless
     /// `TOKIO_WORKER_THREADS` is set), else none: the runtime's default.
     pub fn worker_threads(&self) -> Option<usize> {
@@ -165,6 +180,15 @@ impl Command {
     /// Whether this is the load generator, `viewkv bench load`.
     fn generates_load(&self) -> bool {
         matches!(self, Command::Bench(args) if args.generates_load())
+    }
+
+    /// Whether this talks to a cluster, prints and exits: not a node, not a local cluster, not
+    /// a benchmark (which runs processes and writes to their pipes).
+    fn prints_and_exits(&self) -> bool {
+        !matches!(
+            self,
+            Command::Up(_) | Command::Monitor(_) | Command::Server(_) | Command::Bench(_)
+        )
     }
 }
 
