@@ -160,14 +160,60 @@ impl PartialOrd for Record {
 
 impl Ord for Record {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.key().cmp(other.key())
+        compare(self.key(), other.key())
     }
 }
 
-impl Borrow<[u8]> for Record {
-    fn borrow(&self) -> &[u8] {
-        self.key()
+impl Borrow<Key> for Record {
+    fn borrow(&self) -> &Key {
+        Key::of(self.key())
     }
+}
+
+/// A key as the map looks it up: bytes in their order (as `[u8]` orders them), compared eight
+/// at a time in registers. A lookup compares a key with a score of records, and the library
+/// `memcmp` each of those calls cost a tenth of a write and a read at 10k keys.
+#[derive(PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Key([u8]);
+
+impl Key {
+    /// `bytes` as a key.
+    pub fn of(bytes: &[u8]) -> &Key {
+        // SAFETY: `Key` is `repr(transparent)` over `[u8]`: same layout and metadata.
+        unsafe { &*(std::ptr::from_ref(bytes) as *const Key) }
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare(&self.0, &other.0)
+    }
+}
+
+/// `a.cmp(b)`, eight bytes at a time: two words of equal bytes compare as their big-endian
+/// numbers do, and the first that differ decide; a short tail goes byte by byte.
+fn compare(mut a: &[u8], mut b: &[u8]) -> Ordering {
+    while let (Some((x, rest_a)), Some((y, rest_b))) =
+        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
+    {
+        if x != y {
+            return u64::from_be_bytes(*x).cmp(&u64::from_be_bytes(*y));
+        }
+        (a, b) = (rest_a, rest_b);
+    }
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// The data: records ordered by key, and the bytes they hold.
@@ -186,7 +232,7 @@ pub struct Data {
 impl Data {
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.records.get(key).map(Record::value)
+        self.records.get(Key::of(key)).map(Record::value)
     }
 
     /// Set `key` to `value`; returns the previous value.
@@ -211,7 +257,7 @@ impl Data {
     /// Remove `key` (and its deadline); returns the removed record.
     pub fn remove(&mut self, key: &[u8]) -> Option<Record> {
         self.set_deadline(key, None);
-        let previous = self.records.remove(key);
+        let previous = self.records.remove(Key::of(key));
         if let Some(old) = &previous {
             self.bytes -= old.size();
         }
@@ -291,13 +337,16 @@ impl Data {
 
     /// Records with keys from `start` on, in key order.
     pub fn from<'a>(&'a self, start: Bound<&'a [u8]>) -> impl Iterator<Item = &'a Record> + 'a {
-        self.records.range::<_, [u8]>((start, Bound::Unbounded))
+        self.records
+            .range::<_, Key>((start.map(Key::of), Bound::Unbounded))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
 
     #[test]
     fn records_keep_key_and_value_apart() {
@@ -334,6 +383,20 @@ mod tests {
             (clone.size(), clone.header().count.load(Atomic::Relaxed)),
             (103, 1)
         );
+    }
+
+    proptest! {
+        #[test]
+        fn keys_compare_as_their_bytes_do(
+            a in vec(any::<u8>(), 0..40),
+            b in vec(any::<u8>(), 0..40),
+            shared in vec(any::<u8>(), 0..20),
+        ) {
+            // Keys that share a prefix (as most do) compare past it.
+            let (a, b) = ([&shared[..], &a].concat(), [&shared[..], &b].concat());
+            prop_assert_eq!(Key::of(&a).cmp(Key::of(&b)), a.cmp(&b));
+            prop_assert_eq!(Key::of(&a).cmp(Key::of(&a)), Ordering::Equal);
+        }
     }
 
     #[test]
