@@ -167,3 +167,79 @@ async fn framed_calls_are_counted_in_metrics_by_path() {
         assert!(line.ends_with(&format!(" {count}")), "{line}");
     }
 }
+
+/// Takes a call in by working (the CPU busy, as installing a chunk of a state transfer is) for
+/// as many ms as its first byte says, then answers at once.
+struct Busy;
+
+impl Handler for Busy {
+    async fn handle(&self, _request: HttpRequest) -> HttpResponse {
+        bad_request("only framed calls here")
+    }
+
+    fn call(self: Arc<Self>, _path: &str, body: Bytes) -> Answering {
+        let ms = body.first().copied().unwrap_or(0);
+        let until = std::time::Instant::now() + Duration::from_millis(u64::from(ms));
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        Box::pin(std::future::ready(CallOutcome::ok(vec![ms])))
+    }
+}
+
+/// A connection streaming big calls, each a few ms of work, faster than they are taken in (a
+/// backup installing a large state transfer) does not starve the rest of its node: a timer on
+/// the same one-thread runtime (a kv server's ping loop) keeps ticking. Before the connection
+/// yielded after big calls, its task ran on while data kept arriving and this timer waited
+/// about a second (37 ms after); a backup missed its pings that way, and the monitors dropped
+/// it in the middle of a transfer of a million keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_big_busy_calls_leaves_the_node_time_for_its_timers() {
+    const CALLS: usize = 150;
+    const WORK_MS: u8 = 12;
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (gap_tx, gap_rx) = tokio::sync::oneshot::channel();
+    let node = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("the node's runtime");
+        runtime.block_on(async move {
+            let addr = listen(Arc::new(Busy), None).await;
+            let ticker = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                let mut last = tokio::time::Instant::now();
+                let mut longest = Duration::ZERO;
+                let started = last;
+                while started.elapsed() < Duration::from_millis(u64::from(WORK_MS)) * CALLS as u32 {
+                    tick.tick().await;
+                    longest = longest.max(last.elapsed());
+                    last = tokio::time::Instant::now();
+                }
+                longest
+            });
+            addr_tx.send(addr).expect("the test waits for the address");
+            let _ = gap_tx.send(ticker.await.expect("the ticker ends"));
+        });
+    });
+    let addr = addr_rx.await.expect("the node's address");
+    let rpc = RpcClient::new("busy", None);
+    let mut body = vec![0u8; 300 << 10];
+    body[0] = WORK_MS;
+    let calls: Vec<_> = (0..CALLS)
+        .map(|_| rpc.start(&addr, "/kv/busy", body.clone(), DEADLINE))
+        .collect();
+    for call in calls {
+        assert_eq!(&call.await.expect("an answer")[..], &[WORK_MS]);
+    }
+    let longest = gap_rx.await.expect("the ticker's longest gap");
+    node.join().expect("the node's thread");
+    println!("longest gap between ticks: {longest:?}");
+    assert!(
+        longest < Duration::from_millis(500),
+        "a 10 ms timer waited {longest:?} while big calls streamed in"
+    );
+}

@@ -27,6 +27,13 @@ const MAX_HELLO: usize = 4096;
 /// The read buffer's starting size: room for a few dozen small calls per read (it grows for a
 /// bigger frame). Every connection holds one, so it stays small.
 const READ_BUFFER: usize = 8 << 10;
+/// Body bytes taken in after which a connection's task lets the rest of the node run before
+/// reading on. A call this big is a chunk of a state transfer or a dump, whose handler works
+/// for milliseconds; with the next one always waiting, the task never had to wait, and the
+/// node's timers and other connections (its pings: the monitors dropped a backup in the middle
+/// of a transfer of a million keys) waited for the whole stream. Small calls never add up to
+/// it in one round, so client traffic never yields here.
+const YIELD_AFTER_BYTES: usize = 256 << 10;
 
 /// A call's outcome: the HTTP status it would have had, and its body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,6 +181,8 @@ where
     };
     let budget = shared.body_budget.clone();
     let mut reading = true;
+    // Body bytes taken in since this task last let others run (see YIELD_AFTER_BYTES).
+    let mut taken_in = 0;
     let mut last_read = tokio::time::Instant::now();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
@@ -188,11 +197,15 @@ where
                 };
                 last_read = tokio::time::Instant::now();
                 let started = last_read.into_std();
+                taken_in += call.body.len();
                 served.take(call, bytes, started, &mut pending);
                 // Take the calls that arrived whole with it before writing any answer.
                 while pending.len() < MAX_IN_FLIGHT {
                     match decode_call(&mut input) {
-                        Ok(Some(call)) => served.take(call, None, started, &mut pending),
+                        Ok(Some(call)) => {
+                            taken_in += call.body.len();
+                            served.take(call, None, started, &mut pending);
+                        }
                         Ok(None) => break,
                         Err(err) => {
                             tracing::debug!("closing a framed connection: {err}");
@@ -223,6 +236,10 @@ where
                 return;
             }
             served.output.clear();
+        }
+        if taken_in >= YIELD_AFTER_BYTES {
+            taken_in = 0;
+            tokio::task::yield_now().await;
         }
     }
 }
