@@ -195,8 +195,8 @@ impl Handler for Busy {
 /// it in the middle of a transfer of a million keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_of_big_busy_calls_leaves_the_node_time_for_its_timers() {
-    const CALLS: usize = 150;
-    const WORK_MS: u8 = 12;
+    const CALLS: usize = 100;
+    const WORK_MS: u8 = 15;
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let (gap_tx, gap_rx) = tokio::sync::oneshot::channel();
     let node = std::thread::spawn(move || {
@@ -227,7 +227,7 @@ async fn a_stream_of_big_busy_calls_leaves_the_node_time_for_its_timers() {
     });
     let addr = addr_rx.await.expect("the node's address");
     let rpc = RpcClient::new("busy", None);
-    let mut body = vec![0u8; 300 << 10];
+    let mut body = vec![0u8; 1 << 20];
     body[0] = WORK_MS;
     let calls: Vec<_> = (0..CALLS)
         .map(|_| rpc.start(&addr, "/kv/busy", body.clone(), DEADLINE))

@@ -28,12 +28,14 @@ const MAX_HELLO: usize = 4096;
 /// bigger frame). Every connection holds one, so it stays small.
 const READ_BUFFER: usize = 8 << 10;
 /// Body bytes taken in after which a connection's task lets the rest of the node run before
-/// reading on. A call this big is a chunk of a state transfer or a dump, whose handler works
-/// for milliseconds; with the next one always waiting, the task never had to wait, and the
-/// node's timers and other connections (its pings: the monitors dropped a backup in the middle
-/// of a transfer of a million keys) waited for the whole stream. Small calls never add up to
-/// it in one round, so client traffic never yields here.
-const YIELD_AFTER_BYTES: usize = 256 << 10;
+/// reading on. Calls this big are chunks of a state transfer (1 MiB each) or a dump, whose
+/// handler works for milliseconds per call; with the next one always waiting, the task never
+/// had to wait, and the node's timers and other connections (its pings: the monitors dropped
+/// a backup in the middle of a transfer of a million keys) waited for the whole stream. Four
+/// chunks between yields keep that under ~50 ms; a yield after every chunk cost the transfer
+/// a fifth of its rate (`bench backup-sync`). Small calls never add up to it in one round,
+/// so client traffic never yields here.
+const YIELD_AFTER_BYTES: usize = 4 << 20;
 
 /// A call's outcome: the HTTP status it would have had, and its body.
 #[derive(Clone, Debug, PartialEq, Eq)]
