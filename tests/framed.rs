@@ -191,8 +191,8 @@ impl Handler for Busy {
 /// backup installing a large state transfer) does not starve the rest of its node: a timer on
 /// the same one-thread runtime (a kv server's ping loop) keeps ticking. Before the connection
 /// yielded after big calls, its task ran on while data kept arriving and this timer waited
-/// about a second (37 ms after); a backup missed its pings that way, and the monitors dropped
-/// it in the middle of a transfer of a million keys.
+/// more than a second (125-184 ms after); a backup missed its pings that way, and the monitors
+/// dropped it in the middle of a transfer of a million keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_of_big_busy_calls_leaves_the_node_time_for_its_timers() {
     const CALLS: usize = 100;

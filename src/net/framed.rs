@@ -32,7 +32,8 @@ const READ_BUFFER: usize = 8 << 10;
 /// handler works for milliseconds per call; with the next one always waiting, the task never
 /// had to wait, and the node's timers and other connections (its pings: the monitors dropped
 /// a backup in the middle of a transfer of a million keys) waited for the whole stream. Four
-/// chunks between yields keep that under ~50 ms; a yield after every chunk cost the transfer
+/// chunks between yields keep a 10 ms timer's wait near 150 ms (`tests/framed.rs`), far inside
+/// the 500 ms after which a silent server is dead; a yield after every chunk cost the transfer
 /// a fifth of its rate (`bench backup-sync`). Small calls never add up to it in one round,
 /// so client traffic never yields here.
 const YIELD_AFTER_BYTES: usize = 4 << 20;
