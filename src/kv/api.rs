@@ -374,17 +374,13 @@ impl Op {
         }
     }
 
-    /// Every key of an operation on several keys (`MSet`, `MGet`, `DelMany`, `Exists`), in
-    /// order; `None` for the others (see [`Op::key`]).
-    pub fn many_keys(&self) -> Option<Vec<&[u8]>> {
-        match self {
-            Op::MSet { .. } | Op::MGet { .. } | Op::DelMany { .. } | Op::Exists { .. } => {
-                let mut keys = Vec::new();
-                self.touch(&mut |key| keys.push(key));
-                Some(keys)
-            }
-            _ => None,
-        }
+    /// Whether it is an operation on several keys (`MSet`, `MGet`, `DelMany`, `Exists`; their
+    /// keys through [`Op::touch`]); the others name one (see [`Op::key`]).
+    pub fn names_many_keys(&self) -> bool {
+        matches!(
+            self,
+            Op::MSet { .. } | Op::MGet { .. } | Op::DelMany { .. } | Op::Exists { .. }
+        )
     }
 
     /// Call `each` with every key it names (a `Multi`: its operations'), in order, repeats

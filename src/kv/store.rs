@@ -352,7 +352,7 @@ impl Store {
         if let Some(value) = op.value().filter(|v| v.len() > limits.max_value) {
             return Err(too_large("value", value.len(), limits));
         }
-        let whole = op.many_keys().is_some() || matches!(op, Op::Multi { .. });
+        let whole = op.names_many_keys() || matches!(op, Op::Multi { .. });
         if whole && op.bytes() > limits.max_value {
             let what = match op {
                 Op::MSet { .. } => "MSET (keys and values together)",

@@ -215,7 +215,10 @@ mod tests {
             assert_eq!(planned(line).ok().map(|p| p.shape), Some(shape), "{line}");
         }
         let mget = planned("MGET a b a").expect("MGET is one operation");
-        assert_eq!(mget.op.many_keys(), Some(vec![&b"a"[..], b"b", b"a"]));
+        let mut keys = Vec::new();
+        let all = mget.op.touch(&mut |key| keys.push(key));
+        assert_eq!((keys, all), (vec![&b"a"[..], b"b", b"a"], false));
+        assert!(mget.op.names_many_keys());
         for other in ["PING", "DBSIZE", "KEYS *", "SELECT 0"] {
             assert!(planned(other).is_err(), "{other}");
         }
