@@ -181,11 +181,10 @@ where
         output,
         counted: None,
         answered_at: None,
+        taken_in: 0,
     };
     let budget = shared.body_budget.clone();
     let mut reading = true;
-    // Body bytes taken in since this task last let others run (see YIELD_AFTER_BYTES).
-    let mut taken_in = 0;
     let mut last_read = tokio::time::Instant::now();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
@@ -200,15 +199,11 @@ where
                 };
                 last_read = tokio::time::Instant::now();
                 let started = last_read.into_std();
-                taken_in += call.body.len();
                 served.take(call, bytes, started, &mut pending);
                 // Take the calls that arrived whole with it before writing any answer.
                 while pending.len() < MAX_IN_FLIGHT {
                     match decode_call(&mut input) {
-                        Ok(Some(call)) => {
-                            taken_in += call.body.len();
-                            served.take(call, None, started, &mut pending);
-                        }
+                        Ok(Some(call)) => served.take(call, None, started, &mut pending),
                         Ok(None) => break,
                         Err(err) => {
                             tracing::debug!("closing a framed connection: {err}");
@@ -240,8 +235,8 @@ where
             }
             served.output.clear();
         }
-        if taken_in >= YIELD_AFTER_BYTES {
-            taken_in = 0;
+        if served.taken_in >= YIELD_AFTER_BYTES {
+            served.taken_in = 0;
             tokio::task::yield_now().await;
         }
     }
@@ -262,6 +257,9 @@ struct Served<H> {
     /// they are ready within microseconds of each other, the latency buckets start at 50 µs,
     /// and a clock read per answer was a visible share of a small call's cost.
     answered_at: Option<Instant>,
+    /// Body bytes taken in since the connection's task last let others run (see
+    /// [`YIELD_AFTER_BYTES`]).
+    taken_in: usize,
 }
 
 impl<H: Handler> Served<H> {
@@ -275,6 +273,7 @@ impl<H: Handler> Served<H> {
         pending: &mut FuturesUnordered<InFlight>,
     ) {
         let Call { id, path, body } = call;
+        self.taken_in += body.len();
         if body.len() > MAX_MESSAGE {
             let refusal = format!("request body over {MAX_MESSAGE} bytes");
             let outcome = CallOutcome {
