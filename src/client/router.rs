@@ -155,17 +155,21 @@ impl Attempt {
         }
     }
 
-    /// The server's reply, or why none came.
-    async fn outcome(self) -> Result<Reply, RpcError> {
+    /// The server's reply, or why none came; with the server's address if it is not the local
+    /// one (handed back rather than copied before: the attempt is gone once answered).
+    async fn outcome(self) -> (Option<String>, Result<Reply, RpcError>) {
         match self {
-            Attempt::Local(Submission::Answered(reply)) => Ok(reply),
-            Attempt::Local(Submission::Waiting(confirmed)) => Ok(confirmed.await),
+            Attempt::Local(Submission::Answered(reply)) => (None, Ok(reply)),
+            Attempt::Local(Submission::Waiting(confirmed)) => (None, Ok(confirmed.await)),
             Attempt::Remote { addr, reply, .. } => {
-                let bytes = reply.await?;
-                decode(&bytes).map_err(|err| RpcError::Malformed {
-                    addr,
-                    reason: err.0,
-                })
+                let outcome = match reply.await {
+                    Ok(bytes) => decode(&bytes).map_err(|err| RpcError::Malformed {
+                        addr: addr.clone(),
+                        reason: err.0,
+                    }),
+                    Err(err) => Err(err),
+                };
+                (Some(addr), outcome)
             }
         }
     }
@@ -550,8 +554,7 @@ impl Router {
                     }
                 }
             }
-            let primary = self.view.as_ref().and_then(|v| v.primary.clone());
-            let attempt = match (first.take(), primary) {
+            let attempt = match (first.take(), self.primary_addr()) {
                 (Some(attempt), _) => Some(attempt),
                 (None, Some(primary)) => {
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -562,7 +565,7 @@ impl Router {
                         let last = if last.is_empty() { previous } else { last };
                         return Err(self.given_up(request, refusal, maybe_applied, last));
                     }
-                    Some(self.attempt(&primary.addr, request, self.options.rpc_timeout.min(left)))
+                    Some(self.attempt(primary, request, self.options.rpc_timeout.min(left)))
                 }
                 (None, None) => None,
             };
@@ -571,18 +574,17 @@ impl Router {
                 None => {}
                 Some(attempt) => {
                     attempts += 1;
-                    let addr = match &attempt {
-                        Attempt::Local(_) => self.local.as_ref().map_or("", |l| l.addr()),
-                        Attempt::Remote { addr, .. } => addr,
-                    }
-                    .to_string();
-                    let outcome = attempt.outcome().await;
+                    let (remote, outcome) = attempt.outcome().await;
+                    let addr = match &remote {
+                        Some(addr) => addr,
+                        None => self.local.as_ref().map_or("", |l| l.addr()),
+                    };
                     let taken_in = match &outcome {
                         Ok(Reply::Ok(_)) => true,
                         Ok(Reply::Err(err)) => !matches!(err, KvError::WrongServer { .. }),
                         Err(_) => false,
                     };
-                    if taken_in && self.primary_addr() == Some(addr.as_str()) {
+                    if taken_in && self.primary_addr() == Some(addr) {
                         self.proven = true;
                     }
                     match outcome {
