@@ -11,7 +11,6 @@ use viewkv::monitor::MonitorClient;
 use viewkv::testkit::{self, wait_for, Cluster, ClusterOptions};
 use viewkv::view::{Ping, View};
 
-/// Generous: a noisy 2-core machine can stall a process for seconds.
 /// Fast cluster options, over TLS when the suite runs so.
 fn options() -> ClusterOptions {
     let options = ClusterOptions::fast(testkit::seed());
@@ -22,6 +21,7 @@ fn options() -> ClusterOptions {
     }
 }
 
+/// Generous: a noisy 2-core machine can stall a process for seconds.
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The scenario's view of a real monitor group: pings go to the leader through a client that
