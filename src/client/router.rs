@@ -162,13 +162,12 @@ impl Attempt {
             Attempt::Local(Submission::Answered(reply)) => (None, Ok(reply)),
             Attempt::Local(Submission::Waiting(confirmed)) => (None, Ok(confirmed.await)),
             Attempt::Remote { addr, reply, .. } => {
-                let outcome = match reply.await {
-                    Ok(bytes) => decode(&bytes).map_err(|err| RpcError::Malformed {
+                let outcome = reply.await.and_then(|bytes| {
+                    decode(&bytes).map_err(|err| RpcError::Malformed {
                         addr: addr.clone(),
                         reason: err.0,
-                    }),
-                    Err(err) => Err(err),
-                };
+                    })
+                });
                 (Some(addr), outcome)
             }
         }
